@@ -1,0 +1,193 @@
+"""Invocations: one call of a task, and groups of them.
+
+``inv.result`` blocks until the invocation is final and returns its value, or
+re-raises the task's exception with its original type and message. Inside a
+running task the wait goes through the runner, which pauses the waiting
+invocation (recording what it waits for) and gives its slot to other work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pynenc.context import current_execution
+from pynenc.exceptions import (
+    ConcurrencyControlledError,
+    InvocationKilledError,
+    InvocationNotFoundError,
+    ResultTimeoutError,
+)
+from pynenc.serializer.errors import decode_exception
+from pynenc.status import InvocationStatus
+
+if TYPE_CHECKING:
+    from pynenc.app import Pynenc
+    from pynenc.task import Task
+
+R = TypeVar("R")
+S = InvocationStatus
+
+
+def final_value(app: Pynenc, invocation_id: str) -> Any:
+    """The value of a final invocation, or raise what it ended with."""
+    record = app.orchestrator.get_record(invocation_id)
+    if record is None:
+        raise InvocationNotFoundError(f"invocation {invocation_id} not found (purged, expired or never created)")
+    if record.status is S.SUCCESS:
+        return app.serializer.loads(record.result or "jnull")
+    if record.status is S.FAILED:
+        raise decode_exception(record.error or "{}")
+    if record.status is S.KILLED:
+        raise InvocationKilledError(f"invocation {invocation_id} of {record.task_id} was killed")
+    if record.status is S.CONCURRENCY_CONTROLLED_FINAL:
+        raise ConcurrencyControlledError(
+            f"invocation {invocation_id} of {record.task_id} did not run: a matching invocation was running "
+            "(running_concurrency with reroute_on_concurrency_control=False)"
+        )
+    raise AssertionError(f"invocation {invocation_id} is not final: {record.status}")
+
+
+def wait_until_final(app: Pynenc, invocation_ids: Sequence[str], timeout: float | None = None) -> None:
+    """Block until every id is final; inside a task this pauses the caller."""
+    execution = current_execution.get()
+    if execution is not None and execution.app is app:
+        execution.runner.wait_for(execution, invocation_ids, timeout)
+        return
+    app.wait_outside_task(invocation_ids, timeout)
+
+
+class Invocation(Generic[R]):
+    """A registered call of a task."""
+
+    def __init__(self, app: Pynenc, task: Task[Any, R], invocation_id: str, arguments: dict[str, Any]) -> None:
+        self.app = app
+        self.task = task
+        self.invocation_id = invocation_id
+        self.arguments = arguments
+
+    def __repr__(self) -> str:
+        return f"<Invocation {self.task.task_id} {self.invocation_id}>"
+
+    @property
+    def status(self) -> InvocationStatus:
+        status = self.app.orchestrator.get_status(self.invocation_id)
+        if status is None:
+            raise InvocationNotFoundError(f"invocation {self.invocation_id} not found")
+        return status
+
+    @property
+    def num_retries(self) -> int:
+        record = self.app.orchestrator.get_record(self.invocation_id)
+        if record is None:
+            raise InvocationNotFoundError(f"invocation {self.invocation_id} not found")
+        return record.num_retries
+
+    @property
+    def result(self) -> R:
+        return self.get_result()
+
+    def get_result(self, timeout: float | None = None) -> R:
+        """Like ``.result``, but raise :class:`ResultTimeoutError` after ``timeout`` seconds."""
+        wait_until_final(self.app, [self.invocation_id], timeout)
+        value: R = final_value(self.app, self.invocation_id)
+        return value
+
+    async def async_result(self) -> R:
+        return await asyncio.to_thread(self.get_result)
+
+
+class SyncInvocation(Invocation[R]):
+    """An invocation that ran inline (``dev_mode_force_sync_tasks``)."""
+
+    def __init__(
+        self,
+        app: Pynenc,
+        task: Task[Any, R],
+        invocation_id: str,
+        arguments: dict[str, Any],
+        value: Any = None,
+        error: BaseException | None = None,
+        num_retries: int = 0,
+    ) -> None:
+        super().__init__(app, task, invocation_id, arguments)
+        self._value = value
+        self._error = error
+        self._num_retries = num_retries
+
+    @property
+    def status(self) -> InvocationStatus:
+        return S.FAILED if self._error is not None else S.SUCCESS
+
+    @property
+    def num_retries(self) -> int:
+        return self._num_retries
+
+    def get_result(self, timeout: float | None = None) -> R:
+        if self._error is not None:
+            raise self._error
+        value: R = self._value
+        return value
+
+
+class InvocationGroup(Generic[R]):
+    """Invocations made together by ``task.parallelize``."""
+
+    def __init__(self, app: Pynenc, task: Task[Any, R], invocations: list[Invocation[R]]) -> None:
+        self.app = app
+        self.task = task
+        self.invocations = invocations
+
+    def __len__(self) -> int:
+        return len(self.invocations)
+
+    def __iter__(self) -> Iterator[Invocation[R]]:
+        return iter(self.invocations)
+
+    @property
+    def results(self) -> Iterator[R]:
+        """Each result as its invocation finishes (not in call order)."""
+        return self._iter_results(None)
+
+    def _iter_results(self, timeout: float | None) -> Iterator[R]:
+        by_id = {inv.invocation_id: inv for inv in self.invocations}
+        if any(isinstance(inv, SyncInvocation) for inv in self.invocations):
+            for inv in self.invocations:
+                yield inv.result
+            return
+        execution = current_execution.get()
+        if execution is not None and execution.app is self.app:
+            # Inside a task: pause once for the whole group, then yield in finishing order.
+            wait_until_final(self.app, list(by_id), timeout)
+            yield from (final_value(self.app, i) for i in self._finish_order(list(by_id)))
+            return
+        remaining = list(by_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while remaining:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise ResultTimeoutError(f"{len(remaining)} invocations of {self.task.task_id} still not final")
+            done = self.app.orchestrator.wait_final(remaining, min(left or 1.0, 1.0))
+            for invocation_id in remaining:
+                if invocation_id in done:
+                    yield final_value(self.app, invocation_id)
+            remaining = [i for i in remaining if i not in done]
+            self.app.warn_if_no_runner()
+
+    def _finish_order(self, ids: list[str]) -> list[str]:
+        def finished_at(invocation_id: str) -> float:
+            record = self.app.orchestrator.get_record(invocation_id)
+            return record.history[-1].timestamp if record and record.history else 0.0
+
+        return sorted(ids, key=finished_at)
+
+    async def async_results(self) -> AsyncIterator[R]:
+        iterator = self._iter_results(None)
+        sentinel = object()
+        while True:
+            value = await asyncio.to_thread(next, iterator, sentinel)
+            if value is sentinel:
+                return
+            yield value

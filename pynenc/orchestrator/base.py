@@ -1,0 +1,161 @@
+"""The orchestrator contract: every change of an invocation's status.
+
+The orchestrator is the only component that moves statuses. Each public write
+method below is ONE atomic transition on the backend (one Lua script on Redis,
+one ``BEGIN IMMEDIATE`` transaction on SQLite, one critical section in memory):
+no two runners can both claim an invocation, both pass a concurrency check or
+both move a status. An orchestrator works together with the broker (the queue)
+and state backend (payloads, results, history) of the same backend family and
+may touch their storage inside its transitions; that is what makes one call
+atomic. The app refuses to mix families.
+
+Specification of each transition (all times are ``time.time()`` seconds):
+
+register(calls)
+    For each call, in order: if ``registration_key`` is set and a QUEUED
+    invocation (REGISTERED, REROUTED, RETRY, CONCURRENCY_CONTROLLED) has the same
+    key, return its id with ``created=False`` (if its ``call_key`` differs and
+    ``on_diff_non_key_args_raise`` is set, return an ``error`` instead and store
+    nothing). Otherwise store the invocation (status REGISTERED, history entry)
+    and enqueue it at priority 0 behind everything already queued.
+
+claim(runner_id, max_count, lease_seconds)
+    Pop up to ``max_count`` runnable invocations, highest priority first, FIFO
+    within a priority. For each popped one with a ``running_key`` already held by
+    another EXECUTING or PAUSED invocation: if ``reroute_on_concurrency_control``
+    park it as CONCURRENCY_CONTROLLED (it is re-queued as REROUTED, keeping its
+    place, when the key is released) else end it CONCURRENCY_CONTROLLED_FINAL;
+    both go through PENDING in the history. Every other popped one moves to
+    PENDING then RUNNING, owned by ``runner_id`` with a lease expiring
+    ``lease_seconds`` from now, and holds its running key.
+
+finish(runner_id, invocation_id, outcome)
+    Only if ``runner_id`` still owns the invocation (status RUNNING or RESUMED):
+    store the result or error, move to SUCCESS / FAILED, or to RETRY (increment
+    ``num_retries`` and re-queue at the back), release the running key (un-park
+    whoever waits for it), drop the lease and wake every result waiter. Returns
+    False (and changes nothing) for a runner that lost its lease.
+
+wait(runner_id, waiter_id, awaited_ids) -> bool
+    Record "waiter waits for each awaited". Raises :class:`CycleDetectedError`
+    (recording nothing) when an awaited invocation is the waiter itself or one
+    of the invocations that wait, directly or transitively, for the waiter (its
+    chain), or when its ``call_key`` equals the call key of any member of that
+    chain (the same call again is infinite recursion even as a new invocation).
+    When the cycle is found
+    through a call key and the awaited invocation is still REGISTERED and was
+    created by the waiter, it is ended FAILED with the same error so the
+    recursion does not go on. Otherwise each awaited invocation that is not
+    final gains one priority point per new waiter (re-ordering the queue), and
+    the waiter moves RUNNING/RESUMED -> PAUSED. Returns False (no pause, nothing
+    recorded) when every awaited invocation is already final.
+
+resume(runner_id, waiter_id)
+    PAUSED -> RESUMED for the owner; drops the waiter's wait edges.
+
+renew_leases(runner_id, invocation_ids, lease_seconds) -> lost ids
+    Extend the leases of the owned ones; return the ids no longer owned.
+
+recover_expired(max_stalls) -> recovered ids
+    Every owned invocation whose lease expired: PENDING -> PENDING_RECOVERY,
+    RUNNING/PAUSED/RESUMED -> RUNNING_RECOVERY, its stall counter incremented,
+    then REROUTED (re-queued) or, past ``max_stalls`` stalls, FAILED with a
+    :class:`StalledInvocationError`. Releases its running key and wait edges.
+
+release(runner_id, invocation_ids)
+    Give unfinished work back (warm/cold shutdown): owned -> REROUTED, re-queued
+    at the front of its priority, running key released. No stall is counted.
+
+kill(invocation_id) / retry(invocation_id)
+    Operator actions: any non-final -> KILLED (result waiters get
+    :class:`InvocationKilledError`); FAILED, KILLED or
+    CONCURRENCY_CONTROLLED_FINAL -> REROUTED.
+
+Reads never change anything. ``wait_final`` and ``wait_for_work`` block without
+busy polling (conditions, blocking pops or short backoff sleeps) and return
+after at most ``timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from pynenc.models import CallSpec, ClaimedInvocation, InvocationRecord, Outcome, RegisterOutcome
+from pynenc.status import InvocationStatus
+
+if TYPE_CHECKING:
+    from pynenc.app import Pynenc
+
+
+class BaseOrchestrator(ABC):
+    #: Backend family ("mem", "redis", "sqlite"); broker and state backend must match.
+    family: ClassVar[str] = ""
+
+    def __init__(self, app: Pynenc) -> None:
+        self.app = app
+
+    # ----- transitions ---------------------------------------------------------------------
+    @abstractmethod
+    def register(self, calls: Sequence[CallSpec]) -> list[RegisterOutcome]: ...
+
+    @abstractmethod
+    def claim(self, runner_id: str, max_count: int, lease_seconds: float) -> list[ClaimedInvocation]: ...
+
+    @abstractmethod
+    def finish(self, runner_id: str, invocation_id: str, outcome: Outcome) -> bool: ...
+
+    @abstractmethod
+    def wait(self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str]) -> bool: ...
+
+    @abstractmethod
+    def resume(self, runner_id: str, waiter_id: str) -> None: ...
+
+    @abstractmethod
+    def renew_leases(self, runner_id: str, invocation_ids: Sequence[str], lease_seconds: float) -> list[str]: ...
+
+    @abstractmethod
+    def recover_expired(self, max_stalls: int) -> list[str]: ...
+
+    @abstractmethod
+    def release(self, runner_id: str, invocation_ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def kill(self, invocation_id: str) -> bool: ...
+
+    @abstractmethod
+    def retry(self, invocation_id: str) -> bool: ...
+
+    @abstractmethod
+    def purge(self) -> None:
+        """Remove every invocation, result, wait and queue entry of this app (and only this app)."""
+
+    # ----- reads ---------------------------------------------------------------------------
+    @abstractmethod
+    def get_status(self, invocation_id: str) -> InvocationStatus | None:
+        """The current status, or None when no such invocation exists."""
+
+    @abstractmethod
+    def get_record(self, invocation_id: str) -> InvocationRecord | None: ...
+
+    @abstractmethod
+    def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
+        """Block until at least one of the ids is final or ``timeout`` passes; return the final ones."""
+
+    @abstractmethod
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until work may be claimable or ``timeout`` passes (spurious wake-ups allowed)."""
+
+    @abstractmethod
+    def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
+        """Every stored invocation (optionally only in these statuses), for inspection."""
+
+    @abstractmethod
+    def status_counts(self) -> dict[InvocationStatus, int]: ...
+
+    @abstractmethod
+    def queue_depth(self) -> int: ...
+
+    def close(self) -> None:
+        """Release connections; called by ``app.close()`` and after fork."""

@@ -1,0 +1,1 @@
+"""Runners: what executes invocations (installed as ``pynenc.runners``)."""

@@ -1,0 +1,213 @@
+"""The runner contract: claim invocations, execute them, report how they ended.
+
+A runner has an id unique across hosts (``host-pid-random``). It owns what it
+claims until it finishes it, and keeps those leases alive from a thread of its
+own (never from the task's thread, so a CPU-bound task cannot lose its lease).
+
+``run()`` loops in the calling thread until ``stop_runner_loop()`` (callable
+from any thread) asks it to stop; stopping leaves nothing RUNNING: work still
+executing after the grace period is released back to the queue.
+
+Waiting inside a task goes through :meth:`wait_for`: the waiting invocation is
+recorded as PAUSED (with what it waits for), its slot is given back with
+:meth:`on_pause`, and once the awaited ones are final it takes a slot again
+with :meth:`on_resume` before it continues (RESUMED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pynenc.context import Execution, current_execution
+from pynenc.exceptions import (
+    LeaseLostError,
+    ResultTimeoutError,
+    RunnerStopped,
+    SerializationError,
+)
+from pynenc.models import ClaimedInvocation, Outcome, OutcomeKind
+from pynenc.serializer.errors import encode_exception
+
+if TYPE_CHECKING:
+    from pynenc.app import Pynenc
+
+
+def new_runner_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class BaseRunner(ABC):
+    def __init__(self, app: Pynenc) -> None:
+        self.app = app
+        self.runner_id = new_runner_id()
+        self.stopping = threading.Event()
+        self._owned: set[str] = set()
+        self._owned_lock = threading.Lock()
+        self._maintenance: threading.Thread | None = None
+        self.active = False
+
+    # ----- the loop ------------------------------------------------------------------------
+    @abstractmethod
+    def run(self) -> None:
+        """Run until :meth:`stop_runner_loop`."""
+
+    @abstractmethod
+    def stop_runner_loop(self) -> None:
+        """Ask the loop to stop; returns once nothing of ours is RUNNING."""
+
+    # ----- slots (runners with a limit on executing invocations override these) -------------
+    def on_pause(self, execution: Execution) -> None:
+        """The invocation stopped executing while it waits: its slot is free."""
+
+    def on_resume(self, execution: Execution) -> None:
+        """Block until the invocation may execute again (a slot is free)."""
+
+    # ----- ownership and leases --------------------------------------------------------------
+    def owned(self) -> list[str]:
+        with self._owned_lock:
+            return list(self._owned)
+
+    def _own(self, invocation_id: str) -> None:
+        with self._owned_lock:
+            self._owned.add(invocation_id)
+
+    def _disown(self, invocation_id: str) -> None:
+        with self._owned_lock:
+            self._owned.discard(invocation_id)
+
+    def start_maintenance(self) -> None:
+        """Renew our leases and recover expired ones, from a thread of its own."""
+        self._maintenance = threading.Thread(target=self._maintain, name=f"pynenc-lease-{self.runner_id}", daemon=True)
+        self._maintenance.start()
+
+    def _maintain(self) -> None:
+        conf = self.app.conf
+        renew_every = max(conf.lease_seconds / 3, 0.05)
+        next_recovery = time.monotonic() + conf.recovery_interval
+        while not self.stopping.wait(renew_every):
+            self.renew_now()
+            if time.monotonic() >= next_recovery:
+                next_recovery = time.monotonic() + conf.recovery_interval
+                self.recover_now()
+
+    def renew_now(self) -> None:
+        owned = self.owned()
+        if not owned:
+            return
+        try:
+            lost = self.app.orchestrator.renew_leases(self.runner_id, owned, self.app.conf.lease_seconds)
+        except Exception as exc:  # a backend hiccup must not kill the maintenance thread
+            self.app.logger.warning("lease renewal failed", runner_id=self.runner_id, error=str(exc))
+            return
+        for invocation_id in lost:
+            self.app.logger.warning("lease lost", runner_id=self.runner_id, invocation_id=invocation_id)
+            self._disown(invocation_id)
+
+    def recover_now(self) -> list[str]:
+        try:
+            recovered = self.app.orchestrator.recover_expired(self.app.conf.max_stalls)
+        except Exception as exc:
+            self.app.logger.warning("recovery check failed", runner_id=self.runner_id, error=str(exc))
+            return []
+        for invocation_id in recovered:
+            self.app.logger.warning("recovered invocation with expired lease", invocation_id=invocation_id)
+        return recovered
+
+    def release_owned(self) -> None:
+        owned = self.owned()
+        if owned:
+            self.app.orchestrator.release(self.runner_id, owned)
+            for invocation_id in owned:
+                self._disown(invocation_id)
+
+    # ----- executing one invocation --------------------------------------------------------
+    def execute(self, claimed: ClaimedInvocation) -> None:
+        """Run one claimed invocation to its end and report it (the invocation is already owned)."""
+        app = self.app
+        log = app.logger.bind(task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id)
+        outcome: Outcome | None = None
+        try:
+            task = app.get_task(claimed.task_id)
+            arguments = {name: app.serializer.loads(payload) for name, payload in claimed.arguments.items()}
+        except Exception as exc:
+            log.error("cannot load invocation", error=str(exc))
+            outcome = Outcome(OutcomeKind.FAILED, encode_exception(exc))
+        if outcome is None:
+            outcome = self._run_task(task, claimed, arguments, log)
+        if outcome is None:  # released while stopping
+            return
+        if not app.orchestrator.finish(self.runner_id, claimed.invocation_id, outcome):
+            log.warning("finish rejected: this runner no longer holds the lease", outcome=outcome.kind.value)
+        self._disown(claimed.invocation_id)
+
+    def _run_task(self, task: Any, claimed: ClaimedInvocation, arguments: dict[str, Any], log: Any) -> Outcome | None:
+        execution = Execution(self, claimed.invocation_id, claimed.task_id, self.app)
+        token = current_execution.set(execution)
+        try:
+            args, kwargs = task.call_args(arguments)
+            value = task.func(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_await(value))
+        except RunnerStopped:
+            return None
+        except task.conf.retry_for as exc:
+            if claimed.num_retries < task.conf.max_retries:
+                log.info("retrying", error=repr(exc), retry=claimed.num_retries + 1)
+                return Outcome(OutcomeKind.RETRY, encode_exception(exc))
+            log.warning("failed after retries", error=repr(exc))
+            return Outcome(OutcomeKind.FAILED, encode_exception(exc))
+        except Exception as exc:
+            log.info("task raised", error=repr(exc))
+            return Outcome(OutcomeKind.FAILED, encode_exception(exc))
+        finally:
+            current_execution.reset(token)
+        try:
+            return Outcome(OutcomeKind.SUCCESS, self.app.serializer.dumps(value))
+        except SerializationError as exc:
+            error = SerializationError(f"{claimed.task_id}: result cannot be serialized: {exc}")
+            return Outcome(OutcomeKind.FAILED, encode_exception(error))
+
+    # ----- waiting inside a task ------------------------------------------------------------
+    def wait_for(self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None) -> None:
+        orchestrator = self.app.orchestrator
+        if not orchestrator.wait(self.runner_id, execution.invocation_id, invocation_ids):
+            if execution.invocation_id not in self.owned():
+                raise RunnerStopped()
+            return  # everything awaited is already final
+        self.on_pause(execution)
+        timed_out: ResultTimeoutError | None = None
+        try:
+            remaining = list(invocation_ids)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while remaining:
+                if self.stopping.is_set() or execution.invocation_id not in self.owned():
+                    raise RunnerStopped()
+                left = 1.0 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = ResultTimeoutError(f"invocations {remaining} not final after {timeout} s")
+                    break
+                done = orchestrator.wait_final(remaining, min(left, 0.5))
+                remaining = [i for i in remaining if i not in done]
+        finally:
+            self.on_resume(execution)
+        if self.stopping.is_set():
+            raise RunnerStopped()
+        try:
+            orchestrator.resume(self.runner_id, execution.invocation_id)
+        except LeaseLostError:
+            raise RunnerStopped() from None
+        if timed_out is not None:
+            raise timed_out
+
+
+async def _await(value: Any) -> Any:
+    return await value
