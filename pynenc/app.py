@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from pynenc.components import load_component
 from pynenc.conf.config_pynenc import ConfigPynenc
@@ -122,8 +122,7 @@ class Pynenc:
     @property
     def orchestrator(self) -> BaseOrchestrator:
         # The orchestrator drives the broker and state backend: build those first.
-        self.state_backend
-        self.broker
+        _ = (self.state_backend, self.broker)
         orchestrator: BaseOrchestrator = self._component("orchestrator")
         return orchestrator
 
@@ -301,9 +300,17 @@ async def _await(value: Awaitable[Any]) -> Any:
     return await value
 
 
-class _TaskDecorator:
+class _TaskDecorator(Protocol):
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+
+    @overload
     def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
 
 
-class _DirectTaskDecorator:
+class _DirectTaskDecorator(Protocol):
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]], /) -> DirectTask[P, R]: ...
+
+    @overload
     def __call__(self, func: Callable[P, R], /) -> DirectTask[P, R]: ...

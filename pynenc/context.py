@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pynenc.runners.base import BaseRunner
+
+class Waiter(Protocol):
+    """What a runner offers to code waiting on results inside a task."""
+
+    def wait_for(self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None) -> None: ...
 
 
 @dataclass(frozen=True)
 class Execution:
-    runner: BaseRunner
+    runner: Waiter
     invocation_id: str
     task_id: str
     app: Any

@@ -49,9 +49,7 @@ class InvocationStatusTransitionError(InvocationError):
         self.current = current
         self.requested = requested
         detail = f": {reason}" if reason else ""
-        super().__init__(
-            f"invocation {invocation_id} cannot move from {current} to {requested}{detail}"
-        )
+        super().__init__(f"invocation {invocation_id} cannot move from {current} to {requested}{detail}")
 
 
 class InvocationKilledError(InvocationError):

@@ -190,4 +190,4 @@ class InvocationGroup(Generic[R]):
             value = await asyncio.to_thread(next, iterator, sentinel)
             if value is sentinel:
                 return
-            yield value
+            yield value  # type: ignore[misc]

@@ -42,7 +42,7 @@ class Task(Generic[P, R]):
         self.signature = inspect.signature(func)
         self.is_async = inspect.iscoroutinefunction(func)
         self._conf: ConfigTask | None = None
-        self.conf  # validate options at decoration time
+        _ = self.conf  # validate options at decoration time
         self.__doc__ = func.__doc__
         self.__name__ = getattr(func, "__name__", self.task_id)
         self.__module__ = func.__module__
@@ -79,7 +79,7 @@ class Task(Generic[P, R]):
         return dict(bound.arguments)
 
     def call_args(self, arguments: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        bound = inspect.BoundArguments(self.signature, arguments)  # type: ignore[arg-type]
+        bound = inspect.BoundArguments(self.signature, arguments)  # type: ignore[arg-type,unused-ignore]
         return bound.args, bound.kwargs
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Invocation[R]:
@@ -157,7 +157,7 @@ class Task(Generic[P, R]):
             return self.task_id
         if kind is ConcurrencyControlType.ARGUMENTS:
             return call_key
-        keys = {name: serialized.get(name, "") for name in self.conf.key_arguments}
+        keys: dict[str, str] = {name: serialized.get(name, "") for name in self.conf.key_arguments}
         return _digest(self.task_id + "#keys", keys)
 
     def run_inline(self, arguments: dict[str, Any]) -> SyncInvocation[R]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pynenc.exceptions import RunnerNotConfiguredError
 from pynenc.runners.base import BaseRunner
+
+from pynenc.exceptions import RunnerNotConfiguredError
 
 
 class DummyRunner(BaseRunner):

@@ -12,9 +12,10 @@ import threading
 import time
 from typing import Any
 
+from pynenc.runners.base import BaseRunner
+
 from pynenc.context import Execution
 from pynenc.models import ClaimedInvocation
-from pynenc.runners.base import BaseRunner
 
 
 class SlotPool:
@@ -29,7 +30,9 @@ class SlotPool:
 
     def acquire_for_claim(self, timeout: float) -> bool:
         with self.changed:
-            ok = self.changed.wait_for(lambda: (self.used < self.size and not self.resumers) or self.stopping.is_set(), timeout)
+            ok = self.changed.wait_for(
+                lambda: (self.used < self.size and not self.resumers) or self.stopping.is_set(), timeout
+            )
             if not ok or self.stopping.is_set():
                 return False
             self.used += 1
@@ -91,7 +94,9 @@ class ThreadRunner(BaseRunner):
             self._loop_done.set()
 
     def _start_thread(self, claimed: ClaimedInvocation) -> None:
-        thread = threading.Thread(target=self._work, args=(claimed,), name=f"pynenc-{claimed.invocation_id[:8]}", daemon=True)
+        thread = threading.Thread(
+            target=self._work, args=(claimed,), name=f"pynenc-{claimed.invocation_id[:8]}", daemon=True
+        )
         self._threads.add(thread)
         thread.start()
 
@@ -99,7 +104,9 @@ class ThreadRunner(BaseRunner):
         try:
             self.execute(claimed)
         except Exception as exc:  # never lose the slot because of a backend error
-            self.app.logger.error("runner failed to execute invocation", invocation_id=claimed.invocation_id, error=repr(exc))
+            self.app.logger.error(
+                "runner failed to execute invocation", invocation_id=claimed.invocation_id, error=repr(exc)
+            )
         finally:
             self.slots.release()
             self._threads.discard(threading.current_thread())

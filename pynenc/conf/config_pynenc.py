@@ -122,9 +122,7 @@ class ConfigPynenc(ConfigBase):
     lease_seconds = Setting(
         parse_float, 30.0, "Lease of a claimed invocation; renewed by its runner, recovered when it expires."
     )
-    max_stalls = Setting(
-        parse_int, 3, "Times an invocation may lose its runner (death, hang) before it ends FAILED."
-    )
+    max_stalls = Setting(parse_int, 3, "Times an invocation may lose its runner (death, hang) before it ends FAILED.")
     recovery_interval = Setting(parse_float, 5.0, "Seconds between a runner's checks for expired leases.")
     result_ttl = Setting(
         parse_float, 7 * 24 * 3600.0, "Seconds results and histories of final invocations are kept (Redis, SQLite)."
@@ -136,10 +134,14 @@ class ConfigPynenc(ConfigBase):
     )
     # --- runners ---
     min_threads = Setting(parse_int, 1, "ThreadRunner: threads kept ready.", "runner")
-    max_threads = Setting(parse_int, 8, "ThreadRunner: invocations executing at once (paused ones do not count).", "runner")
+    max_threads = Setting(
+        parse_int, 8, "ThreadRunner: invocations executing at once (paused ones do not count).", "runner"
+    )
     runner_claim_batch = Setting(parse_int, 1, "Invocations a runner claims per call when slots are free.", "runner")
     # --- supervisor and process runners ---
-    processes = Setting(parse_int, 2, "Runner processes the supervisor keeps (at most this many RUNNING).", "supervisor")
+    processes = Setting(
+        parse_int, 2, "Runner processes the supervisor keeps (at most this many RUNNING).", "supervisor"
+    )
     max_paused = Setting(
         parse_int, 8, "Extra runner processes forked while others are paused waiting on results.", "supervisor"
     )
@@ -149,7 +151,9 @@ class ConfigPynenc(ConfigBase):
     graceful_timeout = Setting(
         parse_float, 30.0, "Warm shutdown: seconds running invocations get to finish.", "supervisor"
     )
-    max_tasks_per_child = Setting(parse_int, 0, "Recycle a runner after this many invocations (0: never).", "supervisor")
+    max_tasks_per_child = Setting(
+        parse_int, 0, "Recycle a runner after this many invocations (0: never).", "supervisor"
+    )
     max_memory_per_child = Setting(
         parse_int, 0, "Recycle a runner whose RSS exceeds this many MiB, between invocations (0: never).", "supervisor"
     )

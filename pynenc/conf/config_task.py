@@ -79,14 +79,18 @@ class ConfigTask:
         "A call matching a not-yet-started invocation returns that invocation.",
         "task",
     )
-    key_arguments = Setting(parse_names, (), "Argument names compared by KEYS concurrency control.", "task")
+    key_arguments: Setting[tuple[str, ...]] = Setting(
+        parse_names, (), "Argument names compared by KEYS concurrency control.", "task"
+    )
     on_diff_non_key_args_raise = Setting(
         parse_bool, False, "KEYS registration match with different other arguments raises.", "task"
     )
     reroute_on_concurrency_control = Setting(
         parse_bool, True, "A blocked invocation waits to run (True) or ends CONCURRENCY_CONTROLLED_FINAL.", "task"
     )
-    retry_for = Setting(parse_exceptions, (RetryError,), "Exception types that re-queue the invocation.", "task")
+    retry_for: Setting[tuple[type[BaseException], ...]] = Setting(
+        parse_exceptions, (RetryError,), "Exception types that re-queue the invocation.", "task"
+    )
     max_retries = Setting(parse_int, 0, "Retries before an exception in retry_for ends the invocation FAILED.", "task")
     parallel_batch_size = Setting(parse_int, 100, "Invocations registered per backend call by parallelize.", "task")
 

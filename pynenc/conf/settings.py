@@ -105,9 +105,7 @@ class Setting(Generic[T]):
         try:
             return self.parse(value)
         except (ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"setting {self.name!r} from {source}: {exc}. {self.description}"
-            ) from exc
+            raise ConfigurationError(f"setting {self.name!r} from {source}: {exc}. {self.description}") from exc
 
     @property
     def env_vars(self) -> list[str]:

@@ -111,7 +111,7 @@ def environ_task_options(task_id: str) -> dict[str, tuple[str, str]]:
         upper = key.upper()
         if not upper.startswith(prefix):
             continue
-        rest = upper[len(prefix):]
+        rest = upper[len(prefix) :]
         target, sep, option = rest.rpartition("__")
         if sep and target in wanted:
             found[option.lower()] = (value, key)

@@ -93,7 +93,9 @@ class MemOrchestrator(BaseOrchestrator):
                 awaited.waited_by.remove(record.invocation_id)
         record.waiting_for = []
 
-    def _owned_by(self, runner_id: str, invocation_id: str, statuses: Iterable[InvocationStatus]) -> InvocationRecord | None:
+    def _owned_by(
+        self, runner_id: str, invocation_id: str, statuses: Iterable[InvocationStatus]
+    ) -> InvocationRecord | None:
         record = self.state.records.get(invocation_id)
         if record is None or record.owner != runner_id or record.status not in statuses:
             return None
@@ -179,7 +181,9 @@ class MemOrchestrator(BaseOrchestrator):
                 expires = time.time() + lease_seconds
                 self._leases[invocation_id] = expires
                 claimed.append(
-                    ClaimedInvocation(invocation_id, record.task_id, dict(record.arguments), record.num_retries, expires)
+                    ClaimedInvocation(
+                        invocation_id, record.task_id, dict(record.arguments), record.num_retries, expires
+                    )
                 )
         return claimed
 
@@ -210,7 +214,9 @@ class MemOrchestrator(BaseOrchestrator):
             if waiter is None:
                 return False
             pending = [
-                self.state.records[i] for i in awaited_ids if i in self.state.records and self.state.records[i].status not in FINAL
+                self.state.records[i]
+                for i in awaited_ids
+                if i in self.state.records and self.state.records[i].status not in FINAL
             ]
             if not pending:
                 return False
@@ -343,7 +349,14 @@ class MemOrchestrator(BaseOrchestrator):
         with self.lock:
             self.state.records.clear()
             self.broker.purge()
-            for table in (self._specs, self._registration_index, self._running_keys, self._parked, self._leases, self._priority):
+            for table in (
+                self._specs,
+                self._registration_index,
+                self._running_keys,
+                self._parked,
+                self._leases,
+                self._priority,
+            ):
                 table.clear()
             self.final_changed.notify_all()
 

@@ -28,7 +28,7 @@ def encode_exception(exc: BaseException) -> str:
         "traceback": "".join(traceback.format_exception(exc)),
     }
     if hasattr(exc, "chain"):
-        data["chain"] = getattr(exc, "chain")
+        data["chain"] = exc.chain
     return orjson.dumps(data).decode()
 
 

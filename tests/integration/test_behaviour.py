@@ -226,9 +226,7 @@ def test_running_concurrency_task_never_overlaps(app: Pynenc, start_runner: Any)
     spans = list(intervals("exclusive").values())
     assert len(spans) == 6
     assert not overlapping(spans)
-    rerouted = [
-        r for r in app.orchestrator.iter_records() if S.CONCURRENCY_CONTROLLED in [h.status for h in r.history]
-    ]
+    rerouted = [r for r in app.orchestrator.iter_records() if S.CONCURRENCY_CONTROLLED in [h.status for h in r.history]]
     assert rerouted, "with 4 threads some invocations must have been held back"
 
 
