@@ -1,0 +1,28 @@
+-- finish: the owner reports how a run ended (SUCCESS, FAILED or RETRY).
+-- KEYS[1] status      KEYS[2] history    KEYS[3] owner       KEYS[4] leases
+-- KEYS[5] result      KEYS[6] error      KEYS[7] retries     KEYS[8] waiting_for
+-- KEYS[9] waited_by   KEYS[10] ctl       KEYS[11] running_keys KEYS[12] parked
+-- KEYS[13] queue      KEYS[14] seq       KEYS[15] fseq       KEYS[16] priority
+-- KEYS[17] reg_index  KEYS[18] wake      KEYS[19] final_at
+-- ARGV[1] now  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
+-- ARGV[5] outcome kind (SUCCESS|FAILED|RETRY)  ARGV[6] payload (result or error)
+-- Returns: 1 done; 0 the runner does not own the invocation (nothing changed).
+local runner, id, kind, payload = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if not owned_by(runner, id, {RUNNING=true, RESUMED=true}) then return 0 end
+redis.call('ZREM', K.leases, id)
+redis.call('HDEL', K.owner, id)
+drop_waits(id)
+if kind == 'SUCCESS' then
+  redis.call('HSET', K.result, id, payload)
+else
+  redis.call('HSET', K.error, id, payload)
+end
+release_key(id)
+if kind == 'RETRY' then
+  redis.call('HINCRBY', K.retries, id, 1)
+  move(id, 'RETRY', runner)
+  enqueue(id, false)
+else
+  move(id, kind, runner)
+end
+return 1

@@ -1,0 +1,112 @@
+-- Shared prelude of every pynenc Redis script (prepended at load time, after
+-- the TRANSITIONS table generated from pynenc.status and the table K that maps
+-- the names in a script's header to its KEYS). Conventions for every script:
+--   ARGV[1] now (unix time, as text; stored as is in histories)
+--   ARGV[2] the app's "final" pub/sub channel (not a key)
+-- No function here builds a key name: every key comes from K (i.e. KEYS).
+local NOW = ARGV[1]
+local CHANNEL = ARGV[2]
+local FINAL = {SUCCESS=true, FAILED=true, CONCURRENCY_CONTROLLED_FINAL=true, KILLED=true}
+local QUEUED = {REGISTERED=true, REROUTED=true, RETRY=true, CONCURRENCY_CONTROLLED=true}
+local OWNED = {PENDING=true, RUNNING=true, PAUSED=true, RESUMED=true}
+local PRIORITY_UNIT = 4294967296
+local ORDER_BASE = 2147483648
+local WAKE_CAP = 64
+
+local function get_list(hash, id)
+  local raw = redis.call('HGET', hash, id)
+  if not raw then return {} end
+  return cjson.decode(raw)
+end
+
+local function set_list(hash, id, list)
+  if #list == 0 then
+    redis.call('HDEL', hash, id)
+  else
+    redis.call('HSET', hash, id, cjson.encode(list))
+  end
+end
+
+local function ctl(id)
+  local raw = redis.call('HGET', K.ctl, id)
+  if not raw then return {} end
+  return cjson.decode(raw)
+end
+
+-- Validated status change + history entry; final statuses are timestamped and published.
+local function move(id, new, runner)
+  local current = redis.call('HGET', K.status, id)
+  if current and not (TRANSITIONS[current] and TRANSITIONS[current][new]) then
+    error({err = 'PYNENC -3 ' .. id .. ' ' .. current .. ' ' .. new})
+  end
+  redis.call('HSET', K.status, id, new)
+  local entry = {s = new, t = NOW}
+  if runner and runner ~= '' then entry.r = runner end
+  local encoded = cjson.encode(entry)
+  local history = redis.call('HGET', K.history, id)
+  if history and #history > 2 then
+    history = string.sub(history, 1, -2) .. ',' .. encoded .. ']'
+  else
+    history = '[' .. encoded .. ']'
+  end
+  redis.call('HSET', K.history, id, history)
+  if FINAL[new] then
+    redis.call('ZADD', K.final_at, NOW, id)
+    redis.call('PUBLISH', CHANNEL, id)
+  end
+end
+
+local function owned_by(runner, id, statuses)
+  local status = redis.call('HGET', K.status, id)
+  if not status or not statuses[status] then return false end
+  return redis.call('HGET', K.owner, id) == runner
+end
+
+-- Queue order: higher priority first, FIFO within (front: ahead of that FIFO, newest first).
+local function enqueue(id, front)
+  local priority = tonumber(redis.call('HGET', K.priority, id) or '0')
+  local order
+  if front then
+    order = ORDER_BASE - redis.call('INCR', K.fseq)
+  else
+    order = ORDER_BASE + redis.call('INCR', K.seq)
+  end
+  redis.call('ZADD', K.queue, string.format('%.0f', -priority * PRIORITY_UNIT + order), id)
+  local c = ctl(id)
+  if c.rk then redis.call('HSETNX', K.reg_index, c.rk, id) end
+  redis.call('LPUSH', K.wake, '1')
+  redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
+end
+
+local function unindex(id)
+  local c = ctl(id)
+  if c.rk and redis.call('HGET', K.reg_index, c.rk) == id then
+    redis.call('HDEL', K.reg_index, c.rk)
+  end
+end
+
+-- Give up the running key (if held) and re-queue, at the front, whoever was parked on it.
+local function release_key(id)
+  local c = ctl(id)
+  if not c.nk or redis.call('HGET', K.running_keys, c.nk) ~= id then return end
+  redis.call('HDEL', K.running_keys, c.nk)
+  local parked = get_list(K.parked, c.nk)
+  redis.call('HDEL', K.parked, c.nk)
+  for _, parked_id in ipairs(parked) do
+    if redis.call('HGET', K.status, parked_id) == 'CONCURRENCY_CONTROLLED' then
+      move(parked_id, 'REROUTED', nil)
+      enqueue(parked_id, true)
+    end
+  end
+end
+
+local function drop_waits(id)
+  for _, awaited in ipairs(get_list(K.waiting_for, id)) do
+    local waiters = get_list(K.waited_by, awaited)
+    for i = #waiters, 1, -1 do
+      if waiters[i] == id then table.remove(waiters, i) end
+    end
+    set_list(K.waited_by, awaited, waiters)
+  end
+  redis.call('HDEL', K.waiting_for, id)
+end

@@ -1,0 +1,37 @@
+-- register: store and enqueue a batch of calls (registration concurrency checked per call).
+-- KEYS[1] spec       KEYS[2] ctl        KEYS[3] status
+-- KEYS[4] history    KEYS[5] reg_index  KEYS[6] queue
+-- KEYS[7] seq        KEYS[8] priority   KEYS[9] wake
+-- ARGV[1] now  ARGV[2] channel  ARGV[3] number of calls N
+-- ARGV[4 + 4i .. 7 + 4i] (i = 0..N-1): id, spec JSON, ctl JSON, "1" to refuse different non-key args
+-- Returns: flat list of N pairs {id, code}; code 1 created, 0 existing queued invocation
+--          (id is the existing one), -1 refused (same key, different other arguments).
+local n = tonumber(ARGV[3])
+local out = {}
+for i = 0, n - 1 do
+  local base = 4 + i * 4
+  local id, spec, ctl_json, refuse = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local c = cjson.decode(ctl_json)
+  local result_id, code = id, 1
+  if redis.call('HEXISTS', K.status, id) == 1 then
+    code = 0 -- the same call sent again (a retried request): already stored
+  elseif c.rk then
+    local existing = redis.call('HGET', K.reg_index, c.rk)
+    if existing then
+      local status = redis.call('HGET', K.status, existing)
+      if status and QUEUED[status] then
+        result_id, code = existing, 0
+        if refuse == '1' and ctl(existing).ck ~= c.ck then code = -1 end
+      end
+    end
+  end
+  if code == 1 then
+    redis.call('HSET', K.spec, id, spec)
+    redis.call('HSET', K.ctl, id, ctl_json)
+    move(id, 'REGISTERED', nil)
+    enqueue(id, false)
+  end
+  out[#out + 1] = result_id
+  out[#out + 1] = code
+end
+return out

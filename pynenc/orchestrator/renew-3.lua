@@ -1,0 +1,15 @@
+-- renew: extend the leases of the invocations a runner still owns.
+-- KEYS[1] status  KEYS[2] owner  KEYS[3] leases
+-- ARGV[1] now  ARGV[2] channel  ARGV[3] runner id  ARGV[4] new expiry  ARGV[5..] ids
+-- Returns: the ids the runner no longer owns.
+local runner, expires = ARGV[3], ARGV[4]
+local lost = {}
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  if owned_by(runner, id, OWNED) then
+    redis.call('ZADD', K.leases, expires, id)
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost

@@ -1,0 +1,70 @@
+-- wait: a running invocation waits for others (PAUSED), with cycle detection.
+-- KEYS[1] status      KEYS[2] owner      KEYS[3] ctl        KEYS[4] waiting_for
+-- KEYS[5] waited_by   KEYS[6] priority   KEYS[7] queue      KEYS[8] history
+-- KEYS[9] reg_index   KEYS[10] final_at
+-- ARGV[1] now  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
+-- ARGV[5] "1" when cycle control is on  ARGV[6..] awaited ids
+-- Returns: {0} nothing recorded (waiter not owned, or everything awaited is final);
+--          {1} edges recorded, awaited re-prioritised, waiter PAUSED;
+--          {-10, awaited id, fail_child, chain ids...} a cycle: nothing recorded; the chain
+--          runs from the outermost waiter down to the waiter. fail_child = 1 when the awaited
+--          one is a fresh REGISTERED repeat created by the waiter: it was taken off the queue
+--          and the caller must end it FAILED (fail_queued) with the CycleDetectedError.
+local runner, waiter = ARGV[3], ARGV[4]
+if not owned_by(runner, waiter, {RUNNING=true, RESUMED=true}) then return {0} end
+local pending = {}
+for i = 6, #ARGV do
+  local status = redis.call('HGET', K.status, ARGV[i])
+  if status and not FINAL[status] then pending[#pending + 1] = ARGV[i] end
+end
+if #pending == 0 then return {0} end
+if ARGV[5] == '1' then
+  local chain, seen, calls = {waiter}, {[waiter] = true}, {}
+  local index = 1
+  while index <= #chain do
+    for _, parent in ipairs(get_list(K.waited_by, chain[index])) do
+      if not seen[parent] and redis.call('HEXISTS', K.status, parent) == 1 then
+        seen[parent] = true
+        chain[#chain + 1] = parent
+      end
+    end
+    index = index + 1
+  end
+  for _, member in ipairs(chain) do
+    local ck = ctl(member).ck
+    if ck then calls[ck] = true end
+  end
+  for _, awaited in ipairs(pending) do
+    local c = ctl(awaited)
+    if seen[awaited] or (c.ck and calls[c.ck]) then
+      local fail_child = 0
+      if redis.call('HGET', K.status, awaited) == 'REGISTERED' and c.p == waiter then
+        redis.call('ZREM', K.queue, awaited)
+        unindex(awaited)
+        fail_child = 1
+      end
+      local out = {-10, awaited, fail_child}
+      for i = #chain, 1, -1 do out[#out + 1] = chain[i] end
+      return out
+    end
+  end
+end
+local waiting = get_list(K.waiting_for, waiter)
+local known = {}
+for _, awaited in ipairs(waiting) do known[awaited] = true end
+for _, awaited in ipairs(pending) do
+  if not known[awaited] then
+    known[awaited] = true
+    waiting[#waiting + 1] = awaited
+    local waiters = get_list(K.waited_by, awaited)
+    waiters[#waiters + 1] = waiter
+    set_list(K.waited_by, awaited, waiters)
+    redis.call('HINCRBY', K.priority, awaited, 1)
+    if redis.call('ZSCORE', K.queue, awaited) then
+      redis.call('ZINCRBY', K.queue, -PRIORITY_UNIT, awaited)
+    end
+  end
+end
+set_list(K.waiting_for, waiter, waiting)
+move(waiter, 'PAUSED', runner)
+return {1}

@@ -1,0 +1,218 @@
+"""Connections to Redis and the Lua script loader used by the Redis backend.
+
+URL forms (setting ``redis_url``): ``redis://[:password@]host:port/db``,
+``rediss://...`` (TLS) and ``redis+cluster://host:port`` (Redis Cluster; the
+address of any node, the others are discovered). Without a URL the
+``redis_host``/``redis_port``/``redis_db``/``redis_password``/``redis_ssl``
+settings are used. The password is never logged: :meth:`RedisConnection.redacted_url`.
+
+One :class:`RedisConnection` per app and process: after ``fork`` the pool is
+re-created (checked with ``os.getpid()``). Every command goes through
+:meth:`RedisConnection.call`, which retries on connection errors and timeouts
+with backoff for up to ``retry_seconds`` so a runner survives a Redis restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.cluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pynenc.exceptions import BackendUnavailableError, InvocationStatusTransitionError
+
+log = logging.getLogger("pynenc.redis")
+T = TypeVar("T")
+
+SCRIPT_DIR = Path(__file__).parent / "orchestrator"
+CLUSTER_SCHEME = "redis+cluster"
+_KEY_LINE = re.compile(r"^--\s*KEYS\[(\d+)\]\s+(\w+)")
+_ERROR_LINE = re.compile(r"PYNENC (-\d+) (\S+) (\S+) (\S+)")
+_warned_policy: set[str] = set()
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def url_from_settings(conf: Any) -> str:
+    if conf.redis_url:
+        return str(conf.redis_url)
+    scheme = "rediss" if conf.redis_ssl else "redis"
+    auth = f":{conf.redis_password}@" if conf.redis_password else ""
+    return f"{scheme}://{auth}{conf.redis_host}:{conf.redis_port}/{conf.redis_db}"
+
+
+class Script:
+    """One ``.lua`` file: its KEYS names (from the header) and its SHA1."""
+
+    def __init__(self, path: Path, prelude: str) -> None:
+        self.name = path.stem.rsplit("-", 1)[0]
+        declared = int(path.stem.rsplit("-", 1)[1])
+        body = path.read_text()
+        keys: dict[int, str] = {}
+        for line in body.splitlines():
+            match = _KEY_LINE.match(line)
+            if match:
+                keys[int(match.group(1))] = match.group(2)
+        self.key_names = [keys[i] for i in sorted(keys)]
+        if sorted(keys) != list(range(1, declared + 1)):
+            raise ValueError(f"{path.name}: header lists KEYS {sorted(keys)}, file name says {declared}")
+        names = ", ".join(f"{name}=KEYS[{i}]" for i, name in enumerate(self.key_names, 1))
+        self.source = f"local K = {{{names}}}\n" + prelude + "\n" + body
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+def _lua_transitions() -> str:
+    from pynenc.status import TRANSITIONS
+
+    rows = []
+    for src, dsts in TRANSITIONS.items():
+        inner = ", ".join(f"{dst.value}=true" for dst in dsts)
+        rows.append(f"{src.value}={{{inner}}}")
+    return "local TRANSITIONS = {" + ", ".join(rows) + "}\n"
+
+
+def load_scripts() -> dict[str, Script]:
+    """Every ``<name>-<nkeys>.lua`` beside the Redis orchestrator, with the shared prelude."""
+    prelude = _lua_transitions() + (SCRIPT_DIR / "redis_prelude.lua").read_text()
+    scripts = {}
+    for path in sorted(SCRIPT_DIR.glob("*-[0-9]*.lua")):
+        script = Script(path, prelude)
+        scripts[script.name] = script
+    return scripts
+
+
+class RedisConnection:
+    """A Redis (or Redis Cluster) client for one process, with retries and the scripts."""
+
+    #: How long a command keeps retrying while Redis is unreachable.
+    retry_seconds = 30.0
+
+    def __init__(self, url: str, retry_seconds: float | None = None) -> None:
+        self.url = url
+        if retry_seconds is not None:
+            self.retry_seconds = retry_seconds
+        self.is_cluster = url.startswith(CLUSTER_SCHEME + "://")
+        self.scripts = load_scripts()
+        self._pid = -1
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def redacted_url(self) -> str:
+        return redact(self.url)
+
+    def _build(self) -> Any:
+        common: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, "decode_responses": True}
+        if self.is_cluster:
+            parts = urlsplit(self.url)
+            return redis.cluster.RedisCluster(
+                host=parts.hostname or "localhost",
+                port=parts.port or 6379,
+                password=parts.password,
+                **common,
+            )
+        return redis.Redis.from_url(self.url, health_check_interval=15, **common)
+
+    @property
+    def client(self) -> Any:
+        if self._pid != os.getpid() or self._client is None:
+            with self._lock:
+                if self._pid != os.getpid() or self._client is None:
+                    self._client = self._build()
+                    self._pid = os.getpid()
+        return self._client
+
+    def check(self) -> None:
+        """Fail fast with a clear error when Redis cannot be reached; warn about eviction."""
+        try:
+            self.client.ping()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BackendUnavailableError(
+                f"cannot connect to Redis at {self.redacted_url()}: {exc} "
+                "(is redis-server running? check the redis_url / redis_host settings)"
+            ) from None
+        if self.url in _warned_policy:
+            return
+        _warned_policy.add(self.url)
+        try:
+            config = self.client.config_get("maxmemory-policy")
+            if isinstance(config, dict) and "maxmemory-policy" not in config and config:
+                config = next(iter(config.values()))
+            policy = config.get("maxmemory-policy") if isinstance(config, dict) else None
+        except Exception:  # CONFIG may be disabled (managed Redis)
+            return
+        if policy and policy != "noeviction":
+            log.warning(
+                "Redis at %s has maxmemory-policy=%s: it may evict pynenc keys and lose invocations; "
+                "use noeviction",
+                self.redacted_url(),
+                policy,
+            )
+
+    def call(self, func: Callable[[Any], T]) -> T:
+        """Run ``func(client)``, retrying with backoff on connection errors for ``retry_seconds``."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                return func(self.client)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BackendUnavailableError(
+                        f"Redis at {self.redacted_url()} unreachable for {self.retry_seconds:.0f} s: {exc}"
+                    ) from None
+                log.warning("Redis at %s unreachable, retrying in %.2f s: %s", self.redacted_url(), delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script by name: EVALSHA, falling back to EVAL (which caches it) on NOSCRIPT."""
+        script = self.scripts[name]
+
+        def attempt(client: Any) -> Any:
+            try:
+                return client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return client.eval(script.source, len(keys), *keys, *args)
+            except ResponseError as exc:
+                if "NOSCRIPT" in str(exc):
+                    return client.eval(script.source, len(keys), *keys, *args)
+                raise _translate(exc) from None
+
+        return self.call(attempt)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._pid == os.getpid():
+            try:
+                client.close()
+            except Exception:
+                pass
+
+
+def _translate(exc: ResponseError) -> Exception:
+    match = _ERROR_LINE.search(str(exc))
+    if match:
+        _code, invocation_id, current, requested = match.groups()
+        return InvocationStatusTransitionError(invocation_id, current, requested, "refused by the Redis script")
+    return exc

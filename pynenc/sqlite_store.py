@@ -1,0 +1,400 @@
+"""The SQLite file shared by every pynenc process of one host.
+
+:class:`SQLiteStore` gives each thread of each process its own connection
+(sqlite3 connections must not cross threads or a fork: the store notices a new
+pid and opens fresh ones), in WAL mode with a busy timeout.
+:meth:`SQLiteStore.transaction` is one ``BEGIN IMMEDIATE`` transaction (the
+write lock is taken up front, so two writers never both read then write), with
+retries and backoff while another process holds the lock.
+
+Processes cannot signal each other through SQLite, so waiting is done with
+short sleeps backing off from 1 ms to 100 ms; ``PRAGMA data_version`` tells a
+waiter cheaply whether anybody committed since it last looked. Changes made in
+this process additionally wake waiters at once through a
+:class:`threading.Condition` shared by every store on the same file.
+
+The queue and record queries shared by the orchestrator, broker and state
+backend live here too, as functions taking the connection of the current
+transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pynenc.exceptions import BackendUnavailableError
+from pynenc.models import HistoryEntry, InvocationRecord
+from pynenc.sqlite_schema import ensure_schema
+from pynenc.status import InvocationStatus
+
+BUSY_TIMEOUT_MS = 5000
+#: how long a transaction keeps retrying to get the write lock before giving up
+LOCK_DEADLINE_SECONDS = 60.0
+MIN_SLEEP, MAX_SLEEP = 0.001, 0.1
+
+
+def db_path_of(app: Any) -> str:
+    """The database file of an app: ``sqlite_db_path`` or ``<app_id>.db`` in the working directory."""
+    configured = app.conf.sqlite_db_path
+    path = Path(configured) if configured else Path.cwd() / f"{app.conf.app_id}.db"
+    return str(path.expanduser().resolve())
+
+
+class Signal:
+    """In-process wake-ups: counters bumped after commits, a condition to wait on."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.final = 0
+        self.work = 0
+
+    def bump(self, final: bool, work: bool) -> None:
+        if not (final or work):
+            return
+        with self.cond:
+            self.final += final
+            self.work += work
+            self.cond.notify_all()
+
+
+_signals: dict[str, Signal] = {}
+_signals_lock = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    global _signals_lock
+    _signals_lock = threading.Lock()
+    _signals.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def signal_for(path: str) -> Signal:
+    with _signals_lock:
+        signal = _signals.get(path)
+        if signal is None:
+            signal = _signals[path] = Signal()
+        return signal
+
+
+class _Conn:
+    """A thread's connection; closed when the thread ends (its thread-local dies) or on close()."""
+
+    def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
+        self.conn = conn
+        self.pid = pid
+        self.depth = 0
+        self.data_version = -1
+        #: what the open transaction changed, for the wake-up after its commit
+        self.final = False
+        self.work = False
+
+    def close(self) -> None:
+        if self.pid == os.getpid():  # a connection inherited through fork is never touched
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class SQLiteStore:
+    """Connections to one database file for one app (rows are scoped by ``app_id``)."""
+
+    def __init__(self, path: str, app_id: str) -> None:
+        self.path = path
+        self.app_id = app_id
+        self._local = threading.local()
+        self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()
+        self._pid = os.getpid()
+        self._schema_checked = False
+        self._schema_lock = threading.Lock()
+        self.signal = signal_for(path)
+
+    @classmethod
+    def for_app(cls, app: Any) -> SQLiteStore:
+        return cls(db_path_of(app), app.conf.app_id)
+
+    # ----- connections ---------------------------------------------------------------------
+    def _holder(self) -> _Conn:
+        pid = os.getpid()
+        if pid != self._pid:  # forked: nothing of the parent's may be used here
+            self._pid = pid
+            self._local = threading.local()
+            self._all = weakref.WeakSet()
+            self._schema_lock = threading.Lock()
+            self.signal = signal_for(self.path)
+        holder: _Conn | None = getattr(self._local, "holder", None)
+        if holder is None:
+            holder = _Conn(self._open(), pid)
+            self._local.holder = holder
+            self._all.add(holder)
+        return holder
+
+    def connection(self) -> sqlite3.Connection:
+        return self._holder().conn
+
+    def _open(self) -> sqlite3.Connection:
+        if not self._schema_checked:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            with self._schema_lock:
+                if not self._schema_checked:
+                    self._retry_locked(lambda: ensure_schema(conn, self.path))
+                    self._schema_checked = True
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        """Close this process's connections (other threads get new ones on next use)."""
+        for holder in list(self._all):
+            holder.close()
+        self._all = weakref.WeakSet()
+        self._local = threading.local()
+
+    # ----- transactions --------------------------------------------------------------------
+    def _retry_locked(self, action: Callable[[], None]) -> None:
+        deadline = time.monotonic() + LOCK_DEADLINE_SECONDS
+        delay = MIN_SLEEP
+        while True:
+            try:
+                action()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise BackendUnavailableError(f"SQLite database {self.path!r}: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise BackendUnavailableError(
+                        f"SQLite database {self.path!r} stayed locked for {LOCK_DEADLINE_SECONDS:.0f} s: {exc}"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_SLEEP)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); nested use joins the outer one."""
+        holder = self._holder()
+        conn = holder.conn
+        if holder.depth:
+            holder.depth += 1
+            try:
+                yield conn
+            finally:
+                holder.depth -= 1
+            return
+        self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+        holder.depth = 1
+        try:
+            yield conn
+        except BaseException:
+            holder.depth = 0
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            holder.final = holder.work = False
+            raise
+        try:
+            self._retry_locked(lambda: conn.execute("COMMIT"))
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            holder.final = holder.work = False
+            raise
+        finally:
+            holder.depth = 0
+        final, work = holder.final, holder.work
+        holder.final = holder.work = False
+        self.signal.bump(final, work)
+
+    def notify(self, final: bool = False, work: bool = False) -> None:
+        """Wake in-process waiters once the current transaction commits."""
+        holder = self._holder()
+        holder.final |= final
+        holder.work |= work
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: several queries see one consistent state."""
+        holder = self._holder()
+        conn = holder.conn
+        if holder.depth:
+            yield conn
+            return
+        self._retry_locked(lambda: conn.execute("BEGIN"))
+        holder.depth = 1
+        try:
+            yield conn
+        finally:
+            holder.depth = 0
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    # ----- waiting -------------------------------------------------------------------------
+    def changed_elsewhere(self) -> bool:
+        """Whether another connection committed since this thread last asked (cheap)."""
+        holder = self._holder()
+        version = int(holder.conn.execute("PRAGMA data_version").fetchone()[0])
+        changed = version != holder.data_version
+        holder.data_version = version
+        return changed
+
+    def wait_until(self, check: Callable[[], bool], timeout: float, kind: str) -> bool:
+        """Call ``check`` until it is true or ``timeout`` passes, sleeping with backoff in between."""
+        deadline = time.monotonic() + timeout
+        delay = MIN_SLEEP
+        signal = self.signal
+        first = True
+        while True:
+            seen = signal.final if kind == "final" else signal.work
+            if (self.changed_elsewhere() or first) and check():
+                return True
+            first = False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with signal.cond:
+                woken = signal.cond.wait_for(
+                    lambda: (signal.final if kind == "final" else signal.work) != seen, min(delay, remaining)
+                )
+            if woken:
+                delay = MIN_SLEEP
+                self._holder().data_version = -1  # our own process changed it: look again
+            else:
+                delay = min(delay * 2, MAX_SLEEP)
+
+
+# ----- the queue (shared by orchestrator and broker) ------------------------------------------
+def next_counter(conn: sqlite3.Connection, app_id: str, name: str, step: int) -> int:
+    row = conn.execute(
+        "INSERT INTO counters (app_id, name, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (app_id, name) DO UPDATE SET value = value + excluded.value RETURNING value",
+        (app_id, name, step),
+    ).fetchone()
+    return int(row[0])
+
+
+def enqueue(conn: sqlite3.Connection, app_id: str, invocation_id: str, priority: int, front: bool) -> None:
+    sequence = next_counter(conn, app_id, "front" if front else "back", -1 if front else 1)
+    conn.execute(
+        "UPDATE invocations SET priority = ?, seq = ? WHERE app_id = ? AND id = ?",
+        (priority, sequence, app_id, invocation_id),
+    )
+
+
+def pop(conn: sqlite3.Connection, app_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT id FROM invocations WHERE app_id = ? AND seq IS NOT NULL ORDER BY priority DESC, seq LIMIT 1",
+        (app_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute("UPDATE invocations SET seq = NULL WHERE app_id = ? AND id = ?", (app_id, row[0]))
+    return str(row[0])
+
+
+def add_priority(conn: sqlite3.Connection, app_id: str, invocation_id: str, delta: int) -> None:
+    conn.execute(
+        "UPDATE invocations SET priority = priority + ? WHERE app_id = ? AND id = ? AND seq IS NOT NULL",
+        (delta, app_id, invocation_id),
+    )
+
+
+def remove(conn: sqlite3.Connection, app_id: str, invocation_id: str) -> None:
+    conn.execute("UPDATE invocations SET seq = NULL WHERE app_id = ? AND id = ?", (app_id, invocation_id))
+
+
+def depth(conn: sqlite3.Connection, app_id: str) -> int:
+    row = conn.execute("SELECT COUNT(*) FROM invocations WHERE app_id = ? AND seq IS NOT NULL", (app_id,)).fetchone()
+    return int(row[0])
+
+
+def peek(conn: sqlite3.Connection, app_id: str, limit: int) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        "SELECT id, priority FROM invocations WHERE app_id = ? AND seq IS NOT NULL ORDER BY priority DESC, seq LIMIT ?",
+        (app_id, limit),
+    ).fetchall()
+    return [(str(row[0]), int(row[1])) for row in rows]
+
+
+# ----- records (shared by orchestrator and state backend) -------------------------------------
+RECORD_COLUMNS = (
+    "id, task_id, arguments, status, call_key, num_retries, stalls, owner, parent, created_at, result, error"
+)
+
+
+def chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def record_from_row(row: Sequence[Any]) -> InvocationRecord:
+    return InvocationRecord(
+        invocation_id=row[0],
+        task_id=row[1],
+        arguments=orjson.loads(row[2]),
+        status=InvocationStatus(row[3]),
+        call_key=row[4],
+        num_retries=row[5],
+        stalls=row[6],
+        owner=row[7],
+        parent_invocation_id=row[8],
+        created_at=row[9],
+        result=row[10],
+        error=row[11],
+    )
+
+
+def load_records(conn: sqlite3.Connection, app_id: str, where: str = "", params: Sequence[Any] = ()) -> list[InvocationRecord]:
+    """Records (with history and wait edges) of this app matching ``where``; call inside a snapshot."""
+    sql = f"SELECT {RECORD_COLUMNS} FROM invocations WHERE app_id = ?{' AND ' + where if where else ''} ORDER BY rowid"
+    records = [record_from_row(row) for row in conn.execute(sql, (app_id, *params))]
+    if not records:
+        return records
+    by_id = {record.invocation_id: record for record in records}
+    ids = list(by_id)
+    for part in chunks(ids):
+        marks = ",".join("?" * len(part))
+        for inv, status, ts, runner in conn.execute(
+            f"SELECT id, status, ts, runner FROM history WHERE app_id = ? AND id IN ({marks}) ORDER BY seq",
+            (app_id, *part),
+        ):
+            by_id[inv].history.append(HistoryEntry(InvocationStatus(status), ts, runner))
+        for waiter, awaited in conn.execute(
+            f"SELECT waiter, awaited FROM waits WHERE app_id = ? AND (waiter IN ({marks}) OR awaited IN ({marks})) "
+            "ORDER BY seq",
+            (app_id, *part, *part),
+        ):
+            if waiter in by_id:
+                by_id[waiter].waiting_for.append(awaited)
+            if awaited in by_id:
+                by_id[awaited].waited_by.append(waiter)
+    return records
+
+
+def load_record(conn: sqlite3.Connection, app_id: str, invocation_id: str) -> InvocationRecord | None:
+    records = load_records(conn, app_id, "id = ?", (invocation_id,))
+    return records[0] if records else None
+
+
+def purge_records(conn: sqlite3.Connection, app_id: str) -> None:
+    for table in ("invocations", "history", "waits", "running_keys", "counters"):
+        conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))

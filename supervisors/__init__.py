@@ -1,0 +1,1 @@
+"""Process supervision for pynenc runners: slot table, systemd integration, daemon."""
