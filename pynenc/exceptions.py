@@ -19,6 +19,10 @@ class ConfigurationError(PynencError):
     """A setting, option or component name is invalid."""
 
 
+class AppLoadError(ConfigurationError):
+    """The app named by ``--app`` cannot be imported or is not a Pynenc app."""
+
+
 class UnknownTaskOptionError(ConfigurationError):
     """A task decorator received an option pynenc does not know."""
 

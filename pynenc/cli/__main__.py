@@ -1,0 +1,3 @@
+from pynenc.cli.main import main
+
+main()
