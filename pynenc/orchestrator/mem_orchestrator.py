@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pynenc.broker.mem_broker import MemBroker
-from pynenc.exceptions import CycleDetectedError, StalledInvocationError
+from pynenc.exceptions import CycleDetectedError, InvocationStatusTransitionError, StalledInvocationError
 from pynenc.models import (
     CallSpec,
     ClaimedInvocation,
@@ -28,7 +28,7 @@ from pynenc.orchestrator.base import BaseOrchestrator
 from pynenc.serializer.base import render_arguments
 from pynenc.serializer.errors import encode_exception
 from pynenc.state_backend.mem_state_backend import MemStateBackend
-from pynenc.status import EXECUTING, FINAL, OWNED, QUEUED, InvocationStatus
+from pynenc.status import EXECUTING, FINAL, OWNED, QUEUED, InvocationStatus, is_allowed
 
 S = InvocationStatus
 
@@ -55,6 +55,8 @@ class MemOrchestrator(BaseOrchestrator):
 
     # ----- helpers (call with the lock held) ----------------------------------------------
     def _move(self, record: InvocationRecord, status: InvocationStatus, runner_id: str | None = None) -> None:
+        if record.history and not is_allowed(record.status, status):
+            raise InvocationStatusTransitionError(record.invocation_id, record.status, status)
         record.status = status
         record.history.append(HistoryEntry(status, time.time(), runner_id))
         if status in FINAL:
