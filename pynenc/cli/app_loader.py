@@ -15,7 +15,7 @@ import sys
 import traceback
 
 from pynenc.app import Pynenc
-from pynenc.exceptions import AppLoadError
+from pynenc.exceptions import AppLoadError, ConfigurationError
 
 __all__ = ["AppLoadError", "load_app"]
 
@@ -29,6 +29,8 @@ def load_app(spec: str) -> Pynenc:
     module_name, attribute = spec, None
     try:
         module = importlib.import_module(module_name)
+    except ConfigurationError:
+        raise  # the app's own settings are wrong: report that, not an import problem
     except ModuleNotFoundError as exc:
         if "." not in spec or exc.name != spec:
             if exc.name and spec.startswith(exc.name):
@@ -37,6 +39,8 @@ def load_app(spec: str) -> Pynenc:
         module_name, _, attribute = spec.rpartition(".")
         try:
             module = importlib.import_module(module_name)
+        except ConfigurationError:
+            raise
         except Exception as inner:
             raise _import_error(spec, module_name, inner) from inner
     except Exception as exc:
