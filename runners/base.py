@@ -93,11 +93,29 @@ class BaseRunner(ABC):
         conf = self.app.conf
         renew_every = max(conf.lease_seconds / 3, 0.05)
         next_recovery = time.monotonic() + conf.recovery_interval
+        started_at = time.time()
+        self.publish_info(started_at)
         while not self.stopping.wait(renew_every):
             self.renew_now()
+            self.publish_info(started_at)
             if time.monotonic() >= next_recovery:
                 next_recovery = time.monotonic() + conf.recovery_interval
                 self.recover_now()
+
+    def publish_info(self, started_at: float) -> None:
+        """Tell ``pynenc status runners`` we are alive (kind "runner"; outlives a lease so the dead show)."""
+        data = {
+            "runner_id": self.runner_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": started_at,
+            "heartbeat": time.time(),
+            "runner_cls": type(self).__name__,
+        }
+        try:
+            self.app.state_backend.publish_info("runner", self.runner_id, data, 4 * self.app.conf.lease_seconds)
+        except Exception as exc:  # a backend hiccup must not kill the maintenance thread
+            self.app.logger.warning("publishing runner info failed", runner_id=self.runner_id, error=str(exc))
 
     def renew_now(self) -> None:
         owned = self.owned()

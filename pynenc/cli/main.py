@@ -71,7 +71,7 @@ class AppHandle:
 
 
 def build_cli() -> click.Group:
-    from pynenc.cli import config_cmd, runner_cmd
+    from pynenc.cli import config_cmd, invocation_cmd, runner_cmd, status_cmd
 
     @click.group(cls=PynencGroup)
     @click.option("--app", "app_spec", envvar="PYNENC_APP", help="The app, as module.attribute (e.g. tasks.app).")
@@ -83,6 +83,9 @@ def build_cli() -> click.Group:
 
     cli.add_command(config_cmd.show_config)
     cli.add_command(runner_cmd.runner)
+    cli.add_command(status_cmd.status)
+    cli.add_command(invocation_cmd.invocation)
+    cli.add_command(invocation_cmd.purge)
     return cli
 
 
