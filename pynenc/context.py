@@ -7,9 +7,9 @@ which invocation is asking.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 
