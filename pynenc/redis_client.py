@@ -14,12 +14,14 @@ with backoff for up to ``retry_seconds`` so a runner survives a Redis restart.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,9 +29,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.cluster
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from pynenc.exceptions import BackendUnavailableError, InvocationStatusTransitionError
 
@@ -38,7 +42,7 @@ T = TypeVar("T")
 
 SCRIPT_DIR = Path(__file__).parent / "orchestrator"
 CLUSTER_SCHEME = "redis+cluster"
-_KEY_LINE = re.compile(r"^--\s*KEYS\[(\d+)\]\s+(\w+)")
+_KEY_ITEM = re.compile(r"KEYS\[(\d+)\]\s+(\w+)")
 _ERROR_LINE = re.compile(r"PYNENC (-\d+) (\S+) (\S+) (\S+)")
 _warned_policy: set[str] = set()
 
@@ -71,9 +75,12 @@ class Script:
         body = path.read_text()
         keys: dict[int, str] = {}
         for line in body.splitlines():
-            match = _KEY_LINE.match(line)
-            if match:
-                keys[int(match.group(1))] = match.group(2)
+            if not line.startswith("--"):
+                break  # the header is the leading comment block
+            for number, name in _KEY_ITEM.findall(line):
+                if int(number) in keys:
+                    raise ValueError(f"{path.name}: KEYS[{number}] listed twice in the header")
+                keys[int(number)] = name
         self.key_names = [keys[i] for i in sorted(keys)]
         if sorted(keys) != list(range(1, declared + 1)):
             raise ValueError(f"{path.name}: header lists KEYS {sorted(keys)}, file name says {declared}")
@@ -92,6 +99,7 @@ def _lua_transitions() -> str:
     return "local TRANSITIONS = {" + ", ".join(rows) + "}\n"
 
 
+@functools.cache
 def load_scripts() -> dict[str, Script]:
     """Every ``<name>-<nkeys>.lua`` beside the Redis orchestrator, with the shared prelude."""
     prelude = _lua_transitions() + (SCRIPT_DIR / "redis_prelude.lua").read_text()
@@ -117,12 +125,19 @@ class RedisConnection:
         self._pid = -1
         self._client: Any = None
         self._lock = threading.Lock()
+        self._watchers: dict[str, FinalWatcher] = {}
 
     def redacted_url(self) -> str:
         return redact(self.url)
 
     def _build(self) -> Any:
-        common: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, "decode_responses": True}
+        # redis-py's own retries are off: call() retries with our backoff and our deadline.
+        common: dict[str, Any] = {
+            "socket_timeout": 10.0,
+            "socket_connect_timeout": 5.0,
+            "decode_responses": True,
+            "retry": Retry(NoBackoff(), 0),
+        }
         if self.is_cluster:
             parts = urlsplit(self.url)
             return redis.cluster.RedisCluster(
@@ -132,6 +147,20 @@ class RedisConnection:
                 **common,
             )
         return redis.Redis.from_url(self.url, health_check_interval=15, **common)
+
+    def pubsub_client(self) -> Any:
+        """A plain client for subscribing. On a cluster any node will do: PUBLISH reaches every node."""
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 5.0,
+            "decode_responses": True,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if self.is_cluster:
+            parts = urlsplit(self.url)
+            return redis.Redis(
+                host=parts.hostname or "localhost", port=parts.port or 6379, password=parts.password, **options
+            )
+        return redis.Redis.from_url(self.url, **options)
 
     @property
     def client(self) -> Any:
@@ -201,7 +230,20 @@ class RedisConnection:
 
         return self.call(attempt)
 
+    def watcher(self, channel: str) -> FinalWatcher:
+        """The process's subscriber to ``channel`` (started on first use, re-created after fork)."""
+        with self._lock:
+            watcher = self._watchers.get(channel)
+            if watcher is None or watcher.pid != os.getpid():
+                watcher = FinalWatcher(self, channel)
+                self._watchers[channel] = watcher
+            return watcher
+
     def close(self) -> None:
+        with self._lock:
+            watchers, self._watchers = list(self._watchers.values()), {}
+        for watcher in watchers:
+            watcher.stop()
         client, self._client = self._client, None
         if client is not None and self._pid == os.getpid():
             try:
@@ -216,3 +258,120 @@ def _translate(exc: ResponseError) -> Exception:
         _code, invocation_id, current, requested = match.groups()
         return InvocationStatusTransitionError(invocation_id, current, requested, "refused by the Redis script")
     return exc
+
+
+class FinalWatcher:
+    """One subscriber thread per process and channel that wakes result waiters.
+
+    The scripts PUBLISH the id of every invocation that becomes final. A waiter
+    registers the ids it wants (:meth:`watch`), clears its event, reads their
+    statuses, then blocks on its event, which the thread sets when one of
+    *its* ids is published: registering and clearing before reading means no
+    event between the read and the wait is missed, and a final event wakes
+    only the waiters of that id. While the subscription is down (Redis
+    restarting) waiters fall back to short sleeps.
+    """
+
+    def __init__(self, connection: RedisConnection, channel: str) -> None:
+        self.connection = connection
+        self.channel = channel
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self._wanted: dict[str, set[threading.Event]] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pynenc-final-{channel}", daemon=True)
+        self._thread.start()
+
+    def watch(self, ids: list[str]) -> threading.Event:
+        event = threading.Event()
+        with self.lock:
+            for invocation_id in ids:
+                self._wanted.setdefault(invocation_id, set()).add(event)
+        return event
+
+    def unwatch(self, ids: list[str], event: threading.Event) -> None:
+        with self.lock:
+            for invocation_id in ids:
+                events = self._wanted.get(invocation_id)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del self._wanted[invocation_id]
+
+    def wait(self, event: threading.Event, timeout: float) -> None:
+        """Block until ``event`` is set (one of its ids went final), or ``timeout``."""
+        if not self.subscribed.is_set():
+            # No subscription yet (starting, or Redis away): wait for it briefly, then re-read.
+            self.subscribed.wait(min(timeout, 0.05))
+            return
+        event.wait(timeout)
+
+    def _wake_all(self) -> None:
+        with self.lock:
+            for events in self._wanted.values():
+                for event in events:
+                    event.set()
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self._stopping.is_set():
+            client = None
+            pubsub = None
+            try:
+                client = self.connection.pubsub_client()
+                pubsub = client.pubsub()
+                pubsub.subscribe(self.channel)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    self._handle(message)
+                    delay = 0.05
+            except Exception as exc:  # connection lost: say so, back off, subscribe again
+                if self._stopping.is_set():
+                    break
+                log.debug("final-channel subscriber: %s; resubscribing in %.2f s", exc, delay)
+            finally:
+                self.subscribed.clear()
+                self._wake_all()
+                for closable in (pubsub, client):
+                    if closable is not None:
+                        try:
+                            closable.close()
+                        except Exception:
+                            pass
+            self._stopping.wait(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":
+            self.subscribed.set()
+            self._wake_all()  # waiters re-read: events before the subscription were not seen
+        elif kind == "message":
+            with self.lock:
+                for event in self._wanted.get(message.get("data") or "", ()):
+                    event.set()
+
+    def stop(self) -> None:
+        """Ask the thread to end (within a second; it is a daemon, so nobody waits for it)."""
+        self._stopping.set()
+
+
+_by_app: weakref.WeakKeyDictionary[Any, RedisConnection] = weakref.WeakKeyDictionary()
+_by_app_lock = threading.Lock()
+
+
+def connection_for(app: Any) -> RedisConnection:
+    """The connection shared by the Redis components of ``app`` (one per app and URL)."""
+    url = url_from_settings(app.conf)
+    retry = float(app.conf.redis_retry_seconds)
+    with _by_app_lock:
+        connection = _by_app.get(app)
+        if connection is None or connection.url != url or connection.retry_seconds != retry:
+            if connection is not None:
+                connection.close()
+            connection = RedisConnection(url, retry)
+            _by_app[app] = connection
+        return connection

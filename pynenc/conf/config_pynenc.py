@@ -164,6 +164,12 @@ class ConfigPynenc(ConfigBase):
     redis_db = Setting(parse_int, 0, "Redis database number.", "redis")
     redis_password = Setting(parse_optional_str, None, "Redis password.", "redis")
     redis_ssl = Setting(parse_bool, False, "Connect to Redis with TLS.", "redis")
+    redis_retry_seconds = Setting(
+        parse_float,
+        30.0,
+        "Seconds a Redis command keeps retrying (with backoff) while Redis is unreachable, then fails.",
+        "redis",
+    )
     # --- sqlite ---
     sqlite_db_path = Setting(
         parse_optional_str, None, "SQLite database file; default: <app_id>.db in the working directory.", "sqlite"

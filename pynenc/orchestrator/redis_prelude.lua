@@ -1,10 +1,13 @@
 -- Shared prelude of every pynenc Redis script (prepended at load time, after
 -- the TRANSITIONS table generated from pynenc.status and the table K that maps
 -- the names in a script's header to its KEYS). Conventions for every script:
---   ARGV[1] now (unix time, as text; stored as is in histories)
+--   ARGV[1] the caller's clock (unused: times come from the server clock, so
+--           leases and histories do not depend on the clocks of the runners' hosts)
 --   ARGV[2] the app's "final" pub/sub channel (not a key)
 -- No function here builds a key name: every key comes from K (i.e. KEYS).
-local NOW = ARGV[1]
+local TIME = redis.call('TIME')
+local NOWN = tonumber(TIME[1]) + tonumber(TIME[2]) / 1000000
+local NOW = string.format('%.6f', NOWN)
 local CHANNEL = ARGV[2]
 local FINAL = {SUCCESS=true, FAILED=true, CONCURRENCY_CONTROLLED_FINAL=true, KILLED=true}
 local QUEUED = {REGISTERED=true, REROUTED=true, RETRY=true, CONCURRENCY_CONTROLLED=true}
@@ -13,10 +16,16 @@ local PRIORITY_UNIT = 4294967296
 local ORDER_BASE = 2147483648
 local WAKE_CAP = 64
 
-local function get_list(hash, id)
-  local raw = redis.call('HGET', hash, id)
+-- Decode stored JSON; a corrupted value reads as empty so one bad entry cannot wedge a script.
+local function decode(raw)
   if not raw then return {} end
-  return cjson.decode(raw)
+  local ok, value = pcall(cjson.decode, raw)
+  if ok and type(value) == 'table' then return value end
+  return {}
+end
+
+local function get_list(hash, id)
+  return decode(redis.call('HGET', hash, id))
 end
 
 local function set_list(hash, id, list)
@@ -28,9 +37,18 @@ local function set_list(hash, id, list)
 end
 
 local function ctl(id)
-  local raw = redis.call('HGET', K.ctl, id)
-  if not raw then return {} end
-  return cjson.decode(raw)
+  return decode(redis.call('HGET', K.ctl, id))
+end
+
+-- A stored error payload in the format of pynenc.serializer.errors.encode_exception.
+local function error_payload(type_name, message, chain)
+  local data = {type = type_name, message = message, args = 'j' .. cjson.encode({message}), traceback = ''}
+  if chain then data.chain = chain end
+  return cjson.encode(data)
+end
+
+local function task_of(id)
+  return decode(redis.call('HGET', K.spec, id)).task_id or '?'
 end
 
 -- Validated status change + history entry; final statuses are timestamped and published.

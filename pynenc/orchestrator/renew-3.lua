@@ -1,8 +1,9 @@
 -- renew: extend the leases of the invocations a runner still owns.
 -- KEYS[1] status  KEYS[2] owner  KEYS[3] leases
--- ARGV[1] now  ARGV[2] channel  ARGV[3] runner id  ARGV[4] new expiry  ARGV[5..] ids
+-- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] lease seconds  ARGV[5..] ids
 -- Returns: the ids the runner no longer owns.
-local runner, expires = ARGV[3], ARGV[4]
+local runner = ARGV[3]
+local expires = string.format('%.6f', NOWN + tonumber(ARGV[4]))
 local lost = {}
 for i = 5, #ARGV do
   local id = ARGV[i]

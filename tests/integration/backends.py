@@ -18,6 +18,15 @@ def memory(app: Pynenc, request: Any) -> None:
     app.conf.state_backend_cls = "MemStateBackend"
 
 
+def redis(app: Pynenc, request: Any) -> None:
+    """The session redis-server of this test process (tests/redis_servers.py); app ids keep tests apart."""
+    app.conf.redis_url = request.getfixturevalue("redis_url")
+    app.conf.orchestrator_cls = "RedisOrchestrator"
+    app.conf.broker_cls = "RedisBroker"
+    app.conf.state_backend_cls = "RedisStateBackend"
+
+
 BACKENDS: dict[str, Callable[[Pynenc, Any], None]] = {
     "mem": memory,
+    "redis": redis,
 }

@@ -1,15 +1,16 @@
 -- wait: a running invocation waits for others (PAUSED), with cycle detection.
 -- KEYS[1] status      KEYS[2] owner      KEYS[3] ctl        KEYS[4] waiting_for
 -- KEYS[5] waited_by   KEYS[6] priority   KEYS[7] queue      KEYS[8] history
--- KEYS[9] reg_index   KEYS[10] final_at
--- ARGV[1] now  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
+-- KEYS[9] reg_index   KEYS[10] final_at  KEYS[11] error
+-- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
 -- ARGV[5] "1" when cycle control is on  ARGV[6..] awaited ids
 -- Returns: {0} nothing recorded (waiter not owned, or everything awaited is final);
 --          {1} edges recorded, awaited re-prioritised, waiter PAUSED;
 --          {-10, awaited id, fail_child, chain ids...} a cycle: nothing recorded; the chain
 --          runs from the outermost waiter down to the waiter. fail_child = 1 when the awaited
---          one is a fresh REGISTERED repeat created by the waiter: it was taken off the queue
---          and the caller must end it FAILED (fail_queued) with the CycleDetectedError.
+--          one is a fresh REGISTERED repeat created by the waiter: it was taken off the queue and
+--          ended FAILED here (so it can never run and recurse) with a provisional CycleDetectedError
+--          naming ids only; the caller replaces that error with the readable one (fail script).
 local runner, waiter = ARGV[3], ARGV[4]
 if not owned_by(runner, waiter, {RUNNING=true, RESUMED=true}) then return {0} end
 local pending = {}
@@ -39,12 +40,20 @@ if ARGV[5] == '1' then
     if seen[awaited] or (c.ck and calls[c.ck]) then
       local fail_child = 0
       if redis.call('HGET', K.status, awaited) == 'REGISTERED' and c.p == waiter then
-        redis.call('ZREM', K.queue, awaited)
-        unindex(awaited)
         fail_child = 1
       end
       local out = {-10, awaited, fail_child}
       for i = #chain, 1, -1 do out[#out + 1] = chain[i] end
+      if fail_child == 1 then
+        redis.call('ZREM', K.queue, awaited)
+        unindex(awaited)
+        local ids = {}
+        for i = 4, #out do ids[#ids + 1] = out[i] end
+        ids[#ids + 1] = awaited
+        redis.call('HSET', K.error, awaited, error_payload('pynenc.exceptions.CycleDetectedError',
+          'cycle of waits detected, it could never finish: ' .. table.concat(ids, ' -> waits for -> '), nil))
+        move(awaited, 'FAILED', nil)
+      end
       return out
     end
   end

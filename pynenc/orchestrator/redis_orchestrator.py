@@ -1,0 +1,256 @@
+"""RedisOrchestrator: every transition of :mod:`pynenc.orchestrator.base` is one Lua script.
+
+The scripts (``<name>-<number of keys>.lua`` beside this module, each with a
+header listing KEYS, ARGV and return values) are called by EVALSHA through
+:class:`pynenc.redis_client.RedisConnection`, which reloads them after NOSCRIPT
+and retries while Redis is unreachable. Python only prepares arguments and
+interprets results; the decision (who owns what, which status may follow
+which) is taken inside Redis, atomically.
+
+Blocking without polling: an idle runner BLPOPs the ``wake`` list (one marker
+per enqueue) with a bounded timeout, then claims; a result waiter is woken by
+the process's subscriber to the app's ``final`` channel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from pynenc.broker.redis_broker import RedisBroker
+from pynenc.exceptions import ConfigurationError, CycleDetectedError, LeaseLostError, SerializationError
+from pynenc.models import CallSpec, ClaimedInvocation, InvocationRecord, Outcome, OutcomeKind, RegisterOutcome
+from pynenc.orchestrator.base import BaseOrchestrator
+from pynenc.serializer.base import render_arguments
+from pynenc.serializer.errors import encode_exception
+from pynenc.state_backend.redis_state_backend import RedisStateBackend
+from pynenc.status import EXECUTING, FINAL, InvocationStatus
+
+log = logging.getLogger("pynenc.redis")
+
+#: Calls per register script call (bounds the time one script holds Redis).
+REGISTER_BATCH = 500
+#: Expired leases / expired results handled per script call.
+SWEEP_BATCH = 500
+
+
+class RedisOrchestrator(BaseOrchestrator):
+    family = "redis"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        state, broker = app.state_backend, app.broker
+        if not isinstance(state, RedisStateBackend) or not isinstance(broker, RedisBroker):
+            raise ConfigurationError("RedisOrchestrator needs RedisBroker and RedisStateBackend")
+        self.state = state
+        self.broker = broker
+        self.conn = state.conn
+        self.keys = state.keys
+        self._next_expiry_sweep = 0.0
+
+    def _run(self, script: str, *args: Any) -> Any:
+        return self.state.run(script, *args)
+
+    # ----- transitions ---------------------------------------------------------------------
+    def register(self, calls: Sequence[CallSpec]) -> list[RegisterOutcome]:
+        outcomes: list[RegisterOutcome] = []
+        now = time.time()
+        for start in range(0, len(calls), REGISTER_BATCH):
+            batch = calls[start : start + REGISTER_BATCH]
+            args: list[Any] = [len(batch)]
+            for call in batch:
+                spec = {
+                    "task_id": call.task_id,
+                    "arguments": call.arguments,
+                    "call_key": call.call_key,
+                    "parent": call.parent_invocation_id,
+                    "created_at": now,
+                }
+                # cjson reads JSON null as a truthy value: leave absent what is None.
+                keys = {"ck": call.call_key, "rk": call.registration_key, "nk": call.running_key}
+                ctl: dict[str, str | bool] = {name: value for name, value in keys.items() if value is not None}
+                ctl["rr"] = call.reroute_on_concurrency_control
+                if call.parent_invocation_id is not None:
+                    ctl["p"] = call.parent_invocation_id
+                args += [
+                    call.invocation_id,
+                    json.dumps(spec),
+                    json.dumps(ctl),
+                    "1" if call.on_diff_non_key_args_raise else "0",
+                ]
+            flat = self._run("register", *args)
+            for i, call in enumerate(batch):
+                invocation_id, code = str(flat[2 * i]), int(flat[2 * i + 1])
+                if code == -1:
+                    error = (
+                        f"invocation {invocation_id} of {call.task_id} has the same key arguments but "
+                        "different other arguments"
+                    )
+                    outcomes.append(RegisterOutcome(invocation_id, False, error))
+                else:
+                    outcomes.append(RegisterOutcome(invocation_id, code == 1))
+        return outcomes
+
+    def claim(self, runner_id: str, max_count: int, lease_seconds: float) -> list[ClaimedInvocation]:
+        flat = self._run("claim", runner_id, max_count, lease_seconds)
+        expires = float(flat[0])
+        claimed = []
+        for i in range(1, len(flat), 3):
+            invocation_id, spec_raw, retries = str(flat[i]), flat[i + 1], int(flat[i + 2])
+            try:
+                spec = orjson.loads(spec_raw)
+                task_id, arguments = str(spec["task_id"]), dict(spec["arguments"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                # One corrupted invocation must not stop the runner: it ends FAILED, saying why.
+                error = SerializationError(f"invocation {invocation_id}: its stored call is corrupted ({exc})")
+                log.error("%s", error)
+                self.finish(runner_id, invocation_id, Outcome(OutcomeKind.FAILED, encode_exception(error)))
+                continue
+            claimed.append(ClaimedInvocation(invocation_id, task_id, arguments, retries, expires))
+        return claimed
+
+    def finish(self, runner_id: str, invocation_id: str, outcome: Outcome) -> bool:
+        done = int(self._run("finish", runner_id, invocation_id, outcome.kind.value, outcome.payload)) == 1
+        if not done:
+            log.warning(
+                "finish of invocation %s by runner %s rejected: the runner no longer holds its lease",
+                invocation_id,
+                runner_id,
+            )
+        return done
+
+    def wait(self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str]) -> bool:
+        cycle = "1" if self.app.conf.cycle_control else "0"
+        reply = self._run("wait", runner_id, waiter_id, cycle, *awaited_ids)
+        code = int(reply[0])
+        if code == -10:
+            self._raise_cycle(str(reply[1]), int(reply[2]) == 1, [str(i) for i in reply[3:]])
+        return code == 1
+
+    def _raise_cycle(self, awaited_id: str, failed_child: bool, chain: list[str]) -> None:
+        records = self.state.read_records([*chain, awaited_id])
+        described = [
+            (record.task_id, render_arguments(record.arguments, 40), record.invocation_id)
+            if record is not None
+            else ("?", "", invocation_id)
+            for invocation_id, record in zip([*chain, awaited_id], records, strict=True)
+        ]
+        error = CycleDetectedError.from_chain(described)
+        if failed_child:
+            # The script already ended it FAILED with ids only; store the readable error.
+            self._run("fail", awaited_id, encode_exception(error))
+        raise error
+
+    def resume(self, runner_id: str, waiter_id: str) -> None:
+        if int(self._run("resume", runner_id, waiter_id)) != 1:
+            raise LeaseLostError(f"runner {runner_id} no longer owns paused invocation {waiter_id}")
+
+    def renew_leases(self, runner_id: str, invocation_ids: Sequence[str], lease_seconds: float) -> list[str]:
+        if not invocation_ids:
+            return []
+        return [str(i) for i in self._run("renew", runner_id, lease_seconds, *invocation_ids)]
+
+    def recover_expired(self, max_stalls: int) -> list[str]:
+        recovered: list[str] = []
+        while True:
+            batch = [str(i) for i in self._run("recover", max_stalls, SWEEP_BATCH)]
+            recovered += batch
+            if len(batch) < SWEEP_BATCH:
+                break
+        self._maybe_expire_results()
+        return recovered
+
+    def _maybe_expire_results(self) -> None:
+        """Forget final invocations older than ``result_ttl`` (at most once a minute per process)."""
+        now = time.monotonic()
+        if now < self._next_expiry_sweep:
+            return
+        self._next_expiry_sweep = now + min(60.0, max(self.app.conf.result_ttl / 4, 1.0))
+        self.expire_results()
+
+    def expire_results(self) -> int:
+        removed = 0
+        while True:
+            count = int(self._run("expire", self.app.conf.result_ttl, SWEEP_BATCH))
+            removed += count
+            if count < SWEEP_BATCH:
+                return removed
+
+    def release(self, runner_id: str, invocation_ids: Sequence[str]) -> None:
+        if invocation_ids:
+            self._run("release", runner_id, *invocation_ids)
+
+    def kill(self, invocation_id: str) -> bool:
+        return int(self._run("kill", invocation_id)) == 1
+
+    def retry(self, invocation_id: str) -> bool:
+        return int(self._run("retry", invocation_id)) == 1
+
+    def fail_queued(self, invocation_id: str, error: BaseException) -> bool:
+        """End a not yet claimed invocation FAILED with ``error`` (False if it was claimed or final)."""
+        return int(self._run("fail", invocation_id, encode_exception(error))) == 1
+
+    def purge(self) -> None:
+        self.state.purge()
+
+    # ----- reads ---------------------------------------------------------------------------
+    def get_status(self, invocation_id: str) -> InvocationStatus | None:
+        status = self.conn.call(lambda client: client.hget(self.keys.status, invocation_id))
+        return InvocationStatus(status) if status else None
+
+    def get_record(self, invocation_id: str) -> InvocationRecord | None:
+        return self.state.get_record(invocation_id)
+
+    def _final_among(self, invocation_ids: list[str]) -> tuple[set[str], set[str]]:
+        """(final ids, ids that do not exist)."""
+        statuses = self.conn.call(lambda client: client.hmget(self.keys.status, invocation_ids))
+        final = {i for i, s in zip(invocation_ids, statuses, strict=True) if s and InvocationStatus(s) in FINAL}
+        missing = {i for i, s in zip(invocation_ids, statuses, strict=True) if not s}
+        return final, missing
+
+    def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
+        ids = list(invocation_ids)
+        if not ids:
+            return set()
+        deadline = time.monotonic() + timeout
+        watcher = self.conn.watcher(self.keys.final_channel)
+        event = watcher.watch(ids)
+        try:
+            while True:
+                event.clear()
+                final, missing = self._final_among(ids)
+                remaining = deadline - time.monotonic()
+                if final or missing or remaining <= 0:
+                    return final
+                watcher.wait(event, remaining)
+        finally:
+            watcher.unwatch(ids, event)
+
+    def wait_for_work(self, timeout: float) -> None:
+        # BLPOP takes whole or fractional seconds; 0 would block forever.
+        seconds = max(round(timeout, 3), 0.001)
+        self.conn.call(lambda client: client.blpop([self.keys.wake], timeout=seconds))
+
+    def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
+        wanted = set(statuses) if statuses is not None else None
+        return [r for r in self.state.iter_records() if wanted is None or r.status in wanted]
+
+    def status_counts(self) -> dict[InvocationStatus, int]:
+        values = self.conn.call(lambda client: client.hvals(self.keys.status))
+        return {InvocationStatus(name): count for name, count in Counter(values).items()}
+
+    def queue_depth(self) -> int:
+        return self.broker.depth()
+
+    def executing_count(self) -> int:
+        counts = self.status_counts()
+        return sum(counts.get(status, 0) for status in EXECUTING)
+
+    def close(self) -> None:
+        self.conn.close()

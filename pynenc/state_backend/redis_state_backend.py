@@ -1,0 +1,134 @@
+"""RedisStateBackend: invocation records and runner info stored in Redis.
+
+Records are written by the RedisOrchestrator's scripts (see
+:mod:`pynenc.redis_keys` for the key schema) and read here in one script call,
+so a read is a consistent snapshot even while runners change the invocation.
+Runner and supervisor info (``publish_info``/``list_info``) lives in the
+``info`` hash with per-entry expiry in ``info_exp``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from pynenc.models import HistoryEntry, InvocationRecord
+from pynenc.redis_client import RedisConnection, connection_for
+from pynenc.redis_keys import RedisKeys
+from pynenc.state_backend.base import BaseStateBackend
+from pynenc.status import InvocationStatus
+
+READ_FIELDS = 10
+#: ids per read-script call when listing every record
+READ_BATCH = 200
+
+
+def _json_list(raw: str | None) -> list[Any]:
+    if not raw:
+        return []
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def record_from_values(invocation_id: str, values: Sequence[str | None]) -> InvocationRecord | None:
+    """Build a record from the read script's 10 values; None when the invocation does not exist.
+
+    A corrupted spec does not make the record unreadable: its task and arguments
+    read as unknown, so the error stored for it can still be shown.
+    """
+    spec_raw, status, owner, retries, stalls, result, error, history, waiting_for, waited_by = values
+    if status is None:
+        return None
+    try:
+        spec = orjson.loads(spec_raw or "{}")
+        if not isinstance(spec, dict):
+            raise ValueError("not an object")
+    except (orjson.JSONDecodeError, ValueError):
+        spec = {"task_id": "<corrupted>", "arguments": {}}
+    entries = []
+    for item in _json_list(history):
+        try:
+            entries.append(HistoryEntry(InvocationStatus(item["s"]), float(item["t"]), item.get("r")))
+        except (KeyError, TypeError, ValueError):
+            continue
+    arguments = spec.get("arguments")
+    return InvocationRecord(
+        invocation_id=invocation_id,
+        task_id=str(spec.get("task_id", "<corrupted>")),
+        arguments=dict(arguments) if isinstance(arguments, dict) else {},
+        status=InvocationStatus(status),
+        call_key=str(spec.get("call_key", "")),
+        num_retries=int(retries or 0),
+        stalls=int(stalls or 0),
+        owner=owner,
+        parent_invocation_id=spec.get("parent"),
+        created_at=float(spec.get("created_at", 0.0) or 0.0),
+        result=result,
+        error=error,
+        waiting_for=[str(i) for i in _json_list(waiting_for)],
+        waited_by=[str(i) for i in _json_list(waited_by)],
+        history=entries,
+    )
+
+
+class RedisStateBackend(BaseStateBackend):
+    family = "redis"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.conn: RedisConnection = connection_for(app)
+        self.conn.check()
+        self.keys = RedisKeys(app.conf.app_id)
+
+    def run(self, script: str, *args: Any) -> Any:
+        """Run a script with the KEYS its header names (so Python and Lua cannot disagree)."""
+        names = self.conn.scripts[script].key_names
+        return self.conn.run(script, self.keys.keys(names), [0, self.keys.final_channel, *args])
+
+    def read_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
+        if not invocation_ids:
+            return []
+        flat = self.run("read", *invocation_ids)
+        return [
+            record_from_values(invocation_id, flat[i * READ_FIELDS : (i + 1) * READ_FIELDS])
+            for i, invocation_id in enumerate(invocation_ids)
+        ]
+
+    def get_record(self, invocation_id: str) -> InvocationRecord | None:
+        return self.read_records([invocation_id])[0]
+
+    def iter_records(self) -> Iterable[InvocationRecord]:
+        ids = sorted(self.conn.call(lambda client: client.hkeys(self.keys.status)))
+        for start in range(0, len(ids), READ_BATCH):
+            for record in self.read_records(ids[start : start + READ_BATCH]):
+                if record is not None:
+                    yield record
+
+    def publish_info(self, kind: str, key: str, data: dict[str, Any], ttl: float) -> None:
+        self.run("info", "put", f"{kind}\x00{key}", json.dumps(data, default=str), ttl)
+
+    def list_info(self, kind: str) -> dict[str, dict[str, Any]]:
+        flat = self.run("info", "list", kind)
+        entries: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(flat), 2):
+            try:
+                value = json.loads(flat[i + 1])
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                entries[flat[i]] = value
+        return entries
+
+    def purge(self) -> None:
+        """Delete every key of this app (all share its hash tag, so one DEL works on a cluster)."""
+        keys = self.keys.all_keys()
+        self.conn.call(lambda client: client.delete(*keys))
+
+    def close(self) -> None:
+        self.conn.close()
