@@ -41,6 +41,10 @@ RECORD_SIZE = 256
 
 _HEADER = struct.Struct("<8sIII")  # magic, version, slot count, record size
 _HEADER_SIZE = 64  # padded so every record starts 64-byte (cache line) aligned
+# The run limit (how many slots may be RUNNING at once) follows the header fields, 8-byte
+# aligned, as one native integer: one writer (the supervisor), a single aligned store.
+_LIMIT_OFFSET = 24
+_LIMIT = struct.Struct("@q")
 # The counter deliberately uses the *native* format: CPython packs native 8-byte integers with
 # one memcpy, i.e. a single aligned 64-bit store/load, while standard formats ("<Q") are packed
 # byte by byte and a reader could see a half-updated counter.
@@ -63,6 +67,8 @@ class SlotState(enum.IntEnum):
     RUNNING = 2
     PAUSED = 3
     STOPPING = 4
+    #: paused invocation whose awaited results are in, waiting for a free run permit
+    RESUMING = 5
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,7 @@ class SlotTable:
         table = cls(shm, n_slots, owner=True)
         for index in range(n_slots):  # a zero-filled record would fail its CRC check
             table._store(index, Slot(index))
+        table.set_limit(n_slots)
         # Header last, so an attacher that validates the magic never sees blank records.
         _HEADER.pack_into(table._locate(0)[0], 0, MAGIC, VERSION, n_slots, RECORD_SIZE)
         return table
@@ -311,9 +318,9 @@ class SlotTable:
         )
 
     def set_idle(self, index: int) -> Slot:
-        """Back to IDLE; leaving RUNNING counts one more finished invocation."""
+        """Back to IDLE; leaving RUNNING with an invocation counts one more finished invocation."""
         current = self._read_own(index)
-        done = current.invocations_done + (current.state is SlotState.RUNNING)
+        done = current.invocations_done + (current.state is SlotState.RUNNING and current.invocation_id != "")
         return self.write(
             index,
             state=SlotState.IDLE,
@@ -333,6 +340,16 @@ class SlotTable:
     def clear(self, index: int) -> None:
         """Reset slot ``index`` to EMPTY (supervisor, after reaping the slot's runner)."""
         self._store(index, Slot(index))
+
+    def set_limit(self, limit: int) -> None:
+        """How many slots may be RUNNING at once (written by the supervisor only)."""
+        buf, _ = self._locate(0)
+        _LIMIT.pack_into(buf, _LIMIT_OFFSET, limit)
+
+    def limit(self) -> int:
+        buf, _ = self._locate(0)
+        (value,) = _LIMIT.unpack_from(buf, _LIMIT_OFFSET)
+        return int(value)
 
     def count(self, state: SlotState) -> int:
         return sum(1 for slot in self.read_all() if slot.state is state)

@@ -1,0 +1,3 @@
+from pynenc.supervisors.cli import main
+
+main()

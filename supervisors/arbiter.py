@@ -1,0 +1,522 @@
+"""The supervisor: forks runner processes, watches them, replaces them, stops them.
+
+It follows gunicorn's arbiter.  Signal handlers only queue the signal and wake the main
+loop (a self-pipe); the loop, once per wake-up or every :data:`LOOP_SECONDS`:
+
+1. handles queued signals: TERM/INT warm stop (a second one: cold), QUIT cold stop, HUP
+   reload, TTIN/TTOU one runner more/fewer;
+2. reaps exited runners (``waitpid(pid, WNOHANG)`` per runner, never ``-1``: the pool may
+   live inside a process that has other children) and puts a dead runner's invocations
+   back in the queue at once;
+3. kills runners whose slot heartbeat is older than ``runner_timeout`` (SIGTERM, then
+   SIGKILL after a grace) and retiring runners past their deadline;
+4. converges the pool: ``processes`` runners plus one per paused runner (up to
+   ``max_paused``), retiring idle surplus runners;
+5. publishes a snapshot (``publish_info("supervisor", "host:pid", ...)``) and talks to
+   systemd (STATUS=, WATCHDOG=1).
+
+Dead runners' invocations: their lease is expired on the spot (``renew_leases`` with a
+negative lease) and ``recover_expired`` re-queues them, counting a stall, so a poison
+invocation ends FAILED after ``max_stalls``.  Invocations of runners the supervisor itself
+stopped (shutdown, reload, scale down) are handed back with ``release`` (no stall).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from pynenc.supervisors import worker as worker_mod
+from pynenc.supervisors.permits import create_lock_file
+from pynenc.supervisors.sd_notify import Notifier
+from pynenc.supervisors.slot_table import Slot, SlotState, SlotTable, SlotTableFull
+
+from pynenc.status import OWNED
+
+LOOP_SECONDS = 0.5
+PUBLISH_SECONDS = 2.0
+#: extra slots beyond processes + max_paused, for TTIN and for runners replaced on HUP
+SLOT_HEADROOM = 16
+
+EXIT_OK = 0
+EXIT_BOOT_ERROR = worker_mod.EXIT_BOOT_ERROR
+
+SIGNAL_NAMES = {
+    signal.SIGTERM: "TERM",
+    signal.SIGINT: "INT",
+    signal.SIGQUIT: "QUIT",
+    signal.SIGHUP: "HUP",
+    signal.SIGTTIN: "TTIN",
+    signal.SIGTTOU: "TTOU",
+}
+
+
+@dataclass
+class Worker:
+    pid: int
+    slot: int
+    runner_id: str
+    spawned_at: float
+    #: set once the supervisor asked it to stop; it is not counted in the pool any more
+    retire_deadline: float | None = None
+    term_sent_at: float | None = None
+    timed_out: bool = False
+    killed: bool = False
+
+
+class Arbiter:
+    """One pool of runner processes for one app.
+
+    ``mode`` is ``"process"`` (one invocation per process, paused ones hand their permit
+    over) or ``"threads"`` (each process runs a ThreadRunner).  ``reload`` returns a freshly
+    imported app for HUP (None: HUP only replaces the runners).  With
+    ``install_signals=False`` (runner classes inside another program) the loop is stopped
+    with :meth:`request_stop` from any thread.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        app_name: str = "",
+        mode: str = "process",
+        install_signals: bool = True,
+        reload: Callable[[], Any] | None = None,
+        max_tasks_per_child: int | None = None,
+    ) -> None:
+        conf = app.conf
+        self.app = app
+        self.app_name = app_name or app.app_id
+        self.mode = mode
+        self.install_signals = install_signals
+        self.reload_app = reload
+        self.processes: int = max(1, conf.processes)
+        self.max_paused: int = max(0, conf.max_paused) if mode == "process" else 0
+        self.max_tasks: int = conf.max_tasks_per_child if max_tasks_per_child is None else max_tasks_per_child
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.started_at = time.time()
+        self.workers: dict[int, Worker] = {}
+        self.signals: collections.deque[str] = collections.deque()
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.exit_code: int | None = None
+        self.ready = False
+        self.log = app.logger.bind(supervisor_pid=self.pid)
+        self.notifier = Notifier.from_env(unset_environment=True) if install_signals else Notifier(None)
+        self._last_status = ""
+        self._next_publish = 0.0
+        self._next_watchdog = 0.0
+        self._table: SlotTable | None = None
+        self._lock_path = ""
+        self._pipes: list[int] = []
+        self._old_handlers: dict[int, Any] = {}
+
+    # ----- setup and teardown -------------------------------------------------------------
+    @property
+    def table(self) -> SlotTable:
+        assert self._table is not None, "the pool is not started"
+        return self._table
+
+    def _capacity(self) -> int:
+        return 2 * self.processes + self.max_paused + SLOT_HEADROOM
+
+    def _setup(self) -> None:
+        self._table = SlotTable.create(self._capacity())
+        self.table.set_limit(self.processes if self.mode == "process" else self._capacity())
+        self._lock_path = create_lock_file()
+        self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pipes = [self._sig_r, self._sig_w, self._wake_r, self._wake_w]
+        if self.install_signals:
+            for signum in (*SIGNAL_NAMES, signal.SIGCHLD):
+                self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _teardown(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers.clear()
+        for fd in self._pipes:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._pipes = []
+        if self._table is not None:
+            self._table.close()
+            self._table = None
+        if self._lock_path:
+            try:
+                os.unlink(self._lock_path)
+            except OSError:
+                pass
+        self.notifier.close()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum != signal.SIGCHLD:
+            self.signals.append(SIGNAL_NAMES[signal.Signals(signum)])
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._sig_w, b"!")
+        except OSError:  # pipe full: a wake-up is already pending
+            pass
+
+    def request_stop(self, cold: bool = False) -> None:
+        """Warm (or cold) stop, from any thread."""
+        self.signals.append("QUIT" if cold else "TERM")
+        if self._pipes:
+            self._wake()
+
+    # ----- the loop -----------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until stopped; returns the exit code (0, or 3 when a runner failed to boot)."""
+        self._setup()
+        try:
+            self.log.info(
+                "supervisor starting",
+                app=self.app_name,
+                processes=self.processes,
+                max_paused=self.max_paused,
+                mode=self.mode,
+                slot_table=self.table.name,
+            )
+            while self.exit_code is None:
+                if not self.stopping:
+                    self._converge()
+                self._sleep()
+                self._handle_signals()
+                self._reap()
+                if self.exit_code is not None:
+                    break
+                self._murder()
+                if self.stopping and not self.workers:
+                    self.exit_code = EXIT_OK
+                    break
+                self._check_ready()
+                self._publish()
+        except BaseException:
+            self._kill_all(release=True)
+            raise
+        finally:
+            if self.workers:
+                self._kill_all(release=True)
+            self.log.info("supervisor stopped", code=self.exit_code)
+            self._teardown()
+        return self.exit_code if self.exit_code is not None else EXIT_OK
+
+    def _sleep(self) -> None:
+        try:
+            readable, _, _ = select.select([self._sig_r, self._wake_r], [], [], LOOP_SECONDS)
+        except InterruptedError:
+            return
+        for fd in readable:
+            try:
+                while os.read(fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            name = self.signals.popleft()
+            self.log.info("signal received", signal=name)
+            if name in ("TERM", "INT"):
+                if self.stopping:
+                    self._cold_stop()
+                else:
+                    self._warm_stop()
+            elif name == "QUIT":
+                self._cold_stop()
+            elif name == "HUP" and not self.stopping:
+                self._reload()
+            elif name == "TTIN" and not self.stopping:
+                self._scale(self.processes + 1)
+            elif name == "TTOU" and not self.stopping:
+                self._scale(max(1, self.processes - 1))
+
+    # ----- stopping -----------------------------------------------------------------------
+    def _warm_stop(self) -> None:
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + self.app.conf.graceful_timeout
+        self.notifier.stopping(f"stopping: {len(self.workers)} runners finishing their invocations")
+        self.log.info("warm shutdown", graceful_timeout=self.app.conf.graceful_timeout, runners=len(self.workers))
+        for worker in list(self.workers.values()):
+            self._retire(worker, self.stop_deadline)
+
+    def _cold_stop(self) -> None:
+        self.stopping = True
+        self.notifier.stopping("stopping now")
+        self.log.info("cold shutdown", runners=len(self.workers))
+        self._kill_all(release=True)
+        self.exit_code = EXIT_OK
+
+    def _kill_all(self, release: bool) -> None:
+        """SIGKILL every runner, reap it and give its invocations back."""
+        for worker in self.workers.values():
+            worker.killed = True
+            if worker.retire_deadline is None:
+                worker.retire_deadline = time.monotonic()
+            _signal(worker.pid, signal.SIGKILL)
+        for pid in list(self.workers):
+            worker = self.workers.pop(pid)
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                status = 1 << 8
+            self._after_exit(worker, status)
+
+    def _retire(self, worker: Worker, deadline: float) -> None:
+        """Ask a runner to finish its invocation and exit by ``deadline`` (then SIGKILL)."""
+        if worker.retire_deadline is None or deadline < worker.retire_deadline:
+            worker.retire_deadline = deadline
+        if worker.term_sent_at is None:
+            worker.term_sent_at = time.monotonic()
+            _signal(worker.pid, signal.SIGTERM)
+
+    # ----- reload and scaling -------------------------------------------------------------
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        if self.reload_app is not None:
+            try:
+                new_app = self.reload_app()
+            except Exception as exc:
+                self.log.error("reload failed: keeping the running app", error=f"{type(exc).__name__}: {exc}")
+                self.notifier.ready(self._status_text())
+                return
+            old, self.app = self.app, new_app
+            self.log = new_app.logger.bind(supervisor_pid=self.pid)
+            if old is not new_app:
+                old.close()
+        self.log.info("reloading: replacing runners", runners=len(self.workers))
+        deadline = time.monotonic() + self.app.conf.graceful_timeout
+        for worker in list(self.workers.values()):
+            self._retire(worker, deadline)
+        self.notifier.ready(self._status_text())
+
+    def _scale(self, processes: int) -> None:
+        self.processes = processes
+        if self.mode == "process":
+            self.table.set_limit(processes)
+        self.log.info("pool resized", processes=processes)
+
+    # ----- reaping ------------------------------------------------------------------------
+    def _reap(self) -> None:
+        for pid, worker in list(self.workers.items()):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # someone else reaped it; treat as a crash
+                done, status = pid, 1 << 8
+            if done == 0:
+                continue
+            del self.workers[pid]
+            self._after_exit(worker, status)
+
+    def _after_exit(self, worker: Worker, status: int) -> None:
+        slot = self.table.read(worker.slot)
+        code = os.waitstatus_to_exitcode(status)
+        log = self.log.bind(runner_pid=worker.pid, runner_id=worker.runner_id)
+        if code < 0:
+            name = signal.Signals(-code).name
+            if worker.killed:
+                log.info("runner killed", signal=name)
+            elif -code == signal.SIGKILL:
+                log.warning("runner killed by SIGKILL (perhaps out of memory)", signal=name)
+            else:
+                log.warning("runner killed by a signal", signal=name)
+        elif code == EXIT_BOOT_ERROR and not self.stopping:
+            log.error("runner failed to boot: stopping the supervisor", code=code)
+            self.exit_code = EXIT_BOOT_ERROR
+        elif code != 0:
+            log.warning("runner exited with an error", code=code)
+        else:
+            log.info("runner exited", done=slot.invocations_done)
+        if code != 0 or slot.state not in (SlotState.IDLE, SlotState.STOPPING, SlotState.EMPTY):
+            self._requeue(worker, slot, log)
+        self.table.clear(worker.slot)
+
+    def _requeue(self, worker: Worker, slot: Slot, log: Any) -> None:
+        """Put what a dead runner owned back in the queue: released if we stopped it, else recovered."""
+        orchestrator = self.app.orchestrator
+        ids: set[str] = {slot.invocation_id} if slot.invocation_id else set()
+        try:
+            ids.update(r.invocation_id for r in orchestrator.iter_records(OWNED) if r.owner == worker.runner_id)
+            if not ids:
+                return
+            stopped_by_us = worker.retire_deadline is not None and not worker.timed_out
+            if stopped_by_us:
+                orchestrator.release(worker.runner_id, sorted(ids))
+                for invocation_id in sorted(ids):
+                    log.info("invocation released", invocation_id=invocation_id, task_id=slot.task_id or None)
+                return
+            # Expire the dead runner's leases now: recovery counts a stall and re-queues (or fails) them.
+            orchestrator.renew_leases(worker.runner_id, sorted(ids), -1.0)
+            recovered = orchestrator.recover_expired(self.app.conf.max_stalls)
+        except Exception as exc:
+            log.error("could not re-queue the runner's invocations", error=repr(exc), invocation_ids=sorted(ids))
+            return
+        for invocation_id in recovered:
+            status = orchestrator.get_status(invocation_id)
+            log.warning(
+                "invocation recovered from a dead runner",
+                invocation_id=invocation_id,
+                task_id=slot.task_id if invocation_id == slot.invocation_id else None,
+                status=str(status),
+            )
+
+    # ----- timeouts -----------------------------------------------------------------------
+    def _murder(self) -> None:
+        now, mono = time.time(), time.monotonic()
+        timeout = self.app.conf.runner_timeout
+        grace = min(5.0, max(1.0, timeout / 2))
+        for worker in list(self.workers.values()):
+            if worker.killed:
+                continue
+            if worker.retire_deadline is not None and mono >= worker.retire_deadline:
+                self.log.warning("runner did not stop in time: killing it", runner_pid=worker.pid)
+                worker.killed = True
+                _signal(worker.pid, signal.SIGKILL)
+                continue
+            slot = self.table.read(worker.slot)
+            if slot.state is SlotState.EMPTY or now - slot.heartbeat <= timeout:
+                continue
+            if not worker.timed_out:
+                worker.timed_out = True
+                self.log.error(
+                    "runner timed out: killing it",
+                    runner_pid=worker.pid,
+                    state=slot.state.name.lower(),
+                    invocation_id=slot.invocation_id or None,
+                    task_id=slot.task_id or None,
+                    silent_seconds=round(now - slot.heartbeat, 1),
+                )
+                worker.retire_deadline = min(worker.retire_deadline or mono + grace, mono + grace)
+                worker.term_sent_at = mono
+                _signal(worker.pid, signal.SIGTERM)
+
+    # ----- pool size ----------------------------------------------------------------------
+    def _converge(self) -> None:
+        active = [w for w in self.workers.values() if w.retire_deadline is None]
+        slots = {w.pid: self.table.read(w.slot) for w in active}
+        paused = sum(1 for s in slots.values() if s.state in (SlotState.PAUSED, SlotState.RESUMING))
+        desired = self.processes + min(paused, self.max_paused)
+        for _ in range(desired - len(active)):
+            if not self._spawn():
+                break
+        surplus = len(active) - desired
+        if surplus > 0:
+            idle = [w for w in sorted(active, key=lambda w: -w.spawned_at) if slots[w.pid].state is SlotState.IDLE]
+            for worker in idle[:surplus]:
+                self._retire(worker, time.monotonic() + self.app.conf.graceful_timeout)
+
+    def _spawn(self) -> bool:
+        try:
+            index = self.table.claim_free_slot(0)
+        except SlotTableFull:
+            self.log.warning("slot table full: cannot add a runner", slots=self.table.size)
+            return False
+        conf = self.app.conf
+        spec = worker_mod.WorkerSpec(
+            slot_index=index,
+            token=uuid.uuid4().hex[:8],
+            supervisor_pid=self.pid,
+            lock_path=self._lock_path,
+            wake_fd=self._wake_w,
+            close_fds=(self._sig_r, self._sig_w, self._wake_r),
+            mode=self.mode,
+            max_tasks=self.max_tasks,
+            max_memory_mib=conf.max_memory_per_child,
+            graceful_timeout=conf.graceful_timeout,
+            heartbeat_interval=max(0.05, min(1.0, conf.runner_timeout / 4)),
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            worker_mod.child_main(self.app, self.table, spec)
+        runner_id = worker_mod.runner_id_for(spec.token, pid)
+        self.workers[pid] = Worker(pid, index, runner_id, time.monotonic())
+        self.log.debug("runner forked", runner_pid=pid, slot=index)
+        return True
+
+    # ----- reporting ----------------------------------------------------------------------
+    def _check_ready(self) -> None:
+        if self.ready or self.stopping:
+            return
+        slots = [self.table.read(w.slot) for w in self.workers.values()]
+        if len(slots) >= self.processes and all(s.pid for s in slots):
+            self.ready = True
+            self.notifier.ready(self._status_text())
+            self.log.info("supervisor ready", runners=len(slots))
+            self._next_publish = 0.0
+
+    def _status_text(self) -> str:
+        counts = collections.Counter(self.table.read(w.slot).state for w in self.workers.values())
+        return (
+            f"{counts[SlotState.RUNNING]} running, {counts[SlotState.PAUSED] + counts[SlotState.RESUMING]} paused, "
+            f"{counts[SlotState.IDLE]} idle; {len(self.workers)} runner processes (target {self.processes})"
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``pynenc status`` shows for this supervisor (the published schema)."""
+        slots = [s for s in self.table.read_all() if s.state is not SlotState.EMPTY]
+        return {
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "processes": self.processes,
+            "max_paused": self.max_paused,
+            "app": self.app_name,
+            "slots": [
+                {
+                    "index": s.index,
+                    "pid": s.pid,
+                    "state": s.state.name.lower(),
+                    "invocation_id": s.invocation_id or None,
+                    "task_id": s.task_id or None,
+                    "started_at": s.started_at or None,
+                    "heartbeat": s.heartbeat,
+                    "done": s.invocations_done,
+                    "rss": s.rss_bytes,
+                }
+                for s in slots
+            ],
+        }
+
+    def _publish(self) -> None:
+        mono = time.monotonic()
+        interval = self.notifier.watchdog_interval()
+        if interval is not None and mono >= self._next_watchdog:
+            self.notifier.watchdog()
+            self._next_watchdog = mono + interval
+        if mono < self._next_publish:
+            return
+        self._next_publish = mono + PUBLISH_SECONDS
+        status = self._status_text()
+        if status != self._last_status:
+            self._last_status = status
+            self.notifier.status(status)
+        try:
+            self.app.state_backend.publish_info(
+                "supervisor", f"{self.host}:{self.pid}", self.snapshot(), PUBLISH_SECONDS * 3
+            )
+        except Exception as exc:
+            self.log.warning("could not publish supervisor status", error=repr(exc))
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,124 @@
+"""Run permits: at most ``table.limit()`` slots RUNNING across every runner process.
+
+A runner process must hold a permit to claim an invocation and while it executes one; a
+permit *is* its slot being in state RUNNING, so the slot table alone tells who holds one
+and nothing has to be given back when a process dies (the supervisor clears its slot).
+
+Taking a permit reads every slot and marks one's own RUNNING under an exclusive ``flock``
+of a small lock file.  The kernel drops an ``flock`` when its holder dies, so a runner
+killed mid-way can never leave the pool locked (a POSIX semaphore or a
+``multiprocessing.Lock`` would stay taken forever).  Each process opens the file itself:
+``flock`` locks belong to an open file description, and one inherited across fork would be
+shared with the parent.
+
+Paused invocations that want to resume go first: their slot shows RESUMING and no new
+claim is granted while any slot does.  Waiting is a short poll with backoff (1 ms up to
+50 ms); only runners with nothing to run wait here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pynenc.supervisors.slot_table import Slot, SlotState, SlotTable
+
+_MIN_BACKOFF, _MAX_BACKOFF = 0.001, 0.05
+
+
+def create_lock_file(directory: str | None = None) -> str:
+    """A fresh empty lock file for one pool (the supervisor deletes it when it exits)."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="pynenc-permits-", suffix=".lock", dir=directory)
+    os.close(fd)
+    return path
+
+
+class SlotWriter:
+    """The one writer of a slot inside its runner process.
+
+    A slot record allows one writer at a time; in a runner process the main thread and the
+    heartbeat thread both write it, so every write goes through this object's lock.
+    """
+
+    def __init__(self, table: SlotTable, index: int, lock_path: str, stopping: threading.Event) -> None:
+        self.table = table
+        self.index = index
+        self.stopping = stopping
+        self.lock = threading.Lock()
+        self._fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    # ----- plain writes -------------------------------------------------------------------
+    def write(self, **changes: Any) -> Slot:
+        with self.lock:
+            return self.table.write(self.index, **changes)
+
+    def read(self) -> Slot:
+        with self.lock:
+            return self.table.read(self.index)
+
+    def set_running(self, invocation_id: str, task_id: str) -> Slot:
+        with self.lock:
+            return self.table.set_running(self.index, invocation_id, task_id)
+
+    def set_idle(self) -> Slot:
+        """Give the permit back (leaving RUNNING with an invocation counts it done)."""
+        with self.lock:
+            return self.table.set_idle(self.index)
+
+    def set_paused(self) -> Slot:
+        with self.lock:
+            return self.table.set_paused(self.index)
+
+    def set_stopping(self) -> Slot:
+        with self.lock:
+            return self.table.set_stopping(self.index)
+
+    # ----- permits ------------------------------------------------------------------------
+    @contextmanager
+    def _pool_lock(self) -> Iterator[None]:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _try_take(self, resuming: bool) -> bool:
+        with self.lock, self._pool_lock():
+            slots = self.table.read_all()
+            running = sum(1 for s in slots if s.state is SlotState.RUNNING and s.index != self.index)
+            if running >= self.table.limit():
+                return False
+            if not resuming and any(s.state is SlotState.RESUMING for s in slots):
+                return False
+            # Only state and heartbeat change: a resuming slot keeps its invocation fields.
+            self.table.write(self.index, state=SlotState.RUNNING, heartbeat=time.time())
+            return True
+
+    def acquire(self, resuming: bool = False, timeout: float | None = None) -> bool:
+        """Mark this slot RUNNING once fewer than the limit are; False on timeout or stop.
+
+        ``resuming=True`` first marks the slot RESUMING so new claims wait behind it.
+        """
+        if resuming:
+            self.write(state=SlotState.RESUMING, heartbeat=time.time())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = _MIN_BACKOFF
+        while True:
+            if self._try_take(resuming):
+                return True
+            if self.stopping.is_set():
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self.stopping.wait(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)

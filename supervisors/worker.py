@@ -1,0 +1,328 @@
+"""The runner side of the pool: what a forked runner process does until it exits.
+
+:func:`child_main` is called in the child right after ``fork`` and never returns (it ends
+with ``os._exit``, so the child never unwinds into the supervisor's stack).  The child:
+
+1. resets signals: SIGTERM asks for a warm stop (finish the current invocation, give back
+   a paused one, exit); SIGINT, SIGHUP, SIGTTIN, SIGTTOU are the supervisor's business and
+   ignored here; SIGQUIT keeps its default (immediate exit);
+2. asks the kernel for SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``), and checks
+   the parent pid as well (the signal is lost if the parent died before the ``prctl``); an
+   orphaned runner gets ``graceful_timeout`` seconds, then exits hard and its invocation is
+   recovered when its lease expires;
+3. boots: builds the app's components (fresh connections: nothing crosses the fork) and
+   touches the backend once; a failure exits with :data:`EXIT_BOOT_ERROR`, which makes the
+   supervisor halt instead of forking runners that fail the same way forever;
+4. serves.  Process mode (:class:`SlotRunner`): one invocation at a time, under a run
+   permit (:mod:`pynenc.supervisors.permits`); the slot's heartbeat is written between
+   invocations and while paused, never by the task's thread of control, so a task that
+   hangs stops the heartbeat and the supervisor kills the runner after ``runner_timeout``.
+   Thread mode (``MultiThreadRunner``): a :class:`ThreadRunner` loop whose slot shows one of
+   its running invocations.
+
+Every log line of the child carries ``runner_pid``; lines about an invocation carry
+``task_id`` and ``invocation_id`` as well.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import psutil
+from pynenc.runners.base import BaseRunner
+from pynenc.runners.thread_runner import ThreadRunner
+from pynenc.supervisors.permits import SlotWriter
+from pynenc.supervisors.slot_table import SlotState, SlotTable
+
+from pynenc.context import Execution
+from pynenc.models import ClaimedInvocation
+
+if TYPE_CHECKING:
+    from pynenc.app import Pynenc
+
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_BOOT_ERROR = 3
+#: an orphaned runner whose invocation did not finish within the graceful timeout
+EXIT_ORPHAN_TIMEOUT = 70
+
+_PR_SET_PDEATHSIG = 1
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a runner process needs, fixed by the supervisor before fork."""
+
+    slot_index: int
+    token: str
+    supervisor_pid: int
+    lock_path: str
+    wake_fd: int
+    close_fds: tuple[int, ...]
+    mode: str  # "process" or "threads"
+    max_tasks: int
+    max_memory_mib: int
+    graceful_timeout: float
+    heartbeat_interval: float
+
+
+def runner_id_for(token: str, pid: int) -> str:
+    """The runner id of a pool process; the supervisor computes it too, from the child's pid."""
+    return f"{socket.gethostname()}-{pid}-{token}"
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send ``signum`` to this process when its parent exits (False elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> NoReturn:
+    code = EXIT_CRASH
+    try:
+        code = _child(app, table, spec)
+    except BaseException:  # nothing may escape into the supervisor's code after fork
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> int:
+    stopping = threading.Event()
+    pid = os.getpid()
+    for fd in spec.close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    set_parent_death_signal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        if os.getppid() != spec.supervisor_pid:
+            _start_orphan_timer(spec.graceful_timeout)
+
+    signal.signal(signal.SIGTERM, on_term)
+    if os.getppid() != spec.supervisor_pid:  # the supervisor died before the prctl
+        return EXIT_OK
+
+    app._logger = app.logger.bind(runner_pid=pid)  # every line of this process names it
+    log = app.logger
+    writer = SlotWriter(table, spec.slot_index, spec.lock_path, stopping)
+    writer.write(pid=pid, state=SlotState.IDLE, heartbeat=time.time(), rss_bytes=_rss())
+    runner_id = runner_id_for(spec.token, pid)
+    try:
+        app.orchestrator.queue_depth()  # builds fresh components and proves the backend answers
+    except Exception as exc:
+        log.error("runner failed to boot", error=f"{type(exc).__name__}: {exc}", runner_id=runner_id)
+        return EXIT_BOOT_ERROR
+    log.info("runner started", runner_id=runner_id, mode=spec.mode, slot=spec.slot_index)
+    if spec.mode == "threads":
+        code = _serve_threads(app, writer, spec, runner_id, stopping)
+    else:
+        runner = SlotRunner(app, writer, spec, runner_id, stopping)
+        beat = threading.Thread(target=_heartbeat_loop, args=(writer, spec, stopping, None), daemon=True)
+        beat.start()
+        code = runner.serve()
+    writer.set_stopping()
+    log.info("runner exiting", runner_id=runner_id, code=code)
+    return code
+
+
+def _start_orphan_timer(seconds: float) -> None:
+    def expire() -> None:
+        os._exit(EXIT_ORPHAN_TIMEOUT)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
+def _rss() -> int:
+    try:
+        return int(psutil.Process().memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+def _heartbeat_loop(
+    writer: SlotWriter, spec: WorkerSpec, stopping: threading.Event, runner: ThreadRunner | None
+) -> None:
+    """Heartbeat (and RSS) into the slot; never while the slot is RUNNING in process mode.
+
+    In process mode a RUNNING slot's heartbeat is the moment its invocation started or
+    resumed, so it ages while the task runs: that is how a hung task is found.
+    """
+    while not stopping.wait(spec.heartbeat_interval):
+        if os.getppid() != spec.supervisor_pid:  # the death signal may have been lost
+            os.kill(os.getpid(), signal.SIGTERM)
+        if runner is not None:
+            owned = runner.owned()
+            state = SlotState.RUNNING if owned else SlotState.IDLE
+            writer.write(state=state, invocation_id=owned[0] if owned else "", heartbeat=time.time(), rss_bytes=_rss())
+            continue
+        with writer.lock:
+            slot = writer.table.read(writer.index)
+            if slot.state is SlotState.RUNNING:
+                writer.table.write(writer.index, rss_bytes=_rss())
+            else:
+                writer.table.write(writer.index, heartbeat=time.time(), rss_bytes=_rss())
+
+
+class SlotRunner(BaseRunner):
+    """Runs one invocation at a time in a pool process, holding a run permit while it executes."""
+
+    def __init__(
+        self, app: Any, writer: SlotWriter, spec: WorkerSpec, runner_id: str, stopping: threading.Event
+    ) -> None:
+        super().__init__(app)
+        self.runner_id = runner_id
+        self.stopping = stopping
+        self.writer = writer
+        self.spec = spec
+        self.done = 0
+
+    def run(self) -> None:
+        self.serve()
+
+    def stop_runner_loop(self) -> None:
+        self.stopping.set()
+
+    def _recycle_reason(self) -> str | None:
+        if self.spec.max_tasks and self.done >= self.spec.max_tasks:
+            return f"max_tasks_per_child={self.spec.max_tasks} reached"
+        if self.spec.max_memory_mib and self.done:
+            rss = _rss()
+            if rss > self.spec.max_memory_mib * MIB:
+                return f"RSS {rss // MIB} MiB above max_memory_per_child={self.spec.max_memory_mib} MiB"
+        return None
+
+    def serve(self) -> int:
+        app, log = self.app, self.app.logger
+        orchestrator = app.orchestrator
+        self.start_maintenance()
+        try:
+            while not self.stopping.is_set():
+                reason = self._recycle_reason()
+                if reason is not None:
+                    log.info("runner recycled", reason=reason, runner_id=self.runner_id)
+                    break
+                if not self.writer.acquire(timeout=1.0):
+                    continue
+                try:
+                    claimed = orchestrator.claim(self.runner_id, 1, app.conf.lease_seconds)
+                except Exception as exc:
+                    self.writer.set_idle()
+                    log.warning("claim failed", error=repr(exc), runner_id=self.runner_id)
+                    self.stopping.wait(1.0)
+                    continue
+                if not claimed:
+                    self.writer.set_idle()
+                    orchestrator.wait_for_work(1.0)
+                    continue
+                self._execute_one(claimed[0])
+        finally:
+            self.stopping.set()  # also ends the lease thread
+            try:
+                self.release_owned()  # a paused invocation left behind goes back to the queue
+            except Exception as exc:
+                log.error("could not release invocations", error=repr(exc), runner_id=self.runner_id)
+        return EXIT_OK
+
+    def _execute_one(self, claimed: ClaimedInvocation) -> None:
+        log = self.app.logger.bind(
+            task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id
+        )
+        self._own(claimed.invocation_id)
+        self.writer.set_running(claimed.invocation_id, claimed.task_id)
+        log.debug("invocation started")
+        started = time.monotonic()
+        try:
+            self.execute(claimed)
+        except Exception as exc:  # a backend error while reporting: never keep the lease alive
+            log.error("invocation could not be completed", error=repr(exc))
+            try:
+                self.release_owned()
+            except Exception as inner:
+                log.error("could not release invocation", error=repr(inner))
+        if claimed.invocation_id in self.owned() and not self.stopping.is_set():
+            self.release_owned()
+        self.writer.set_idle()
+        self.done += 1
+        log.info("invocation done", seconds=round(time.monotonic() - started, 4))
+
+    # ----- slot handover while the task waits on other invocations ------------------------
+    def on_pause(self, execution: Execution) -> None:
+        self.writer.set_paused()
+        try:  # tell the supervisor now, so it forks a runner for the free permit at once
+            os.write(self.spec.wake_fd, b"p")
+        except OSError:
+            pass
+
+    def on_resume(self, execution: Execution) -> None:
+        if not self.stopping.is_set():
+            self.writer.acquire(resuming=True)
+
+
+class _CountingThreadRunner(ThreadRunner):
+    def __init__(self, app: Any, spec: WorkerSpec, stop: threading.Event) -> None:
+        super().__init__(app)
+        self.spec = spec
+        self.done = 0
+        self._done_lock = threading.Lock()
+        self._recycle = stop
+
+    def execute(self, claimed: ClaimedInvocation) -> None:
+        super().execute(claimed)
+        with self._done_lock:
+            self.done += 1
+            if self.spec.max_tasks and self.done >= self.spec.max_tasks:
+                self._recycle.set()
+
+
+def _serve_threads(
+    app: Any, writer: SlotWriter, spec: WorkerSpec, runner_id: str, stopping: threading.Event
+) -> int:
+    """MultiThreadRunner: a ThreadRunner loop in this process until SIGTERM or recycling."""
+    runner = _CountingThreadRunner(app, spec, stopping)
+    runner.runner_id = runner_id
+    runner.stop_grace_seconds = spec.graceful_timeout
+    beat = threading.Thread(target=_heartbeat_loop, args=(writer, spec, stopping, runner), daemon=True)
+    beat.start()
+
+    def watch() -> None:
+        while not stopping.wait(spec.heartbeat_interval):
+            if spec.max_memory_mib and _rss() > spec.max_memory_mib * MIB:
+                app.logger.info("runner recycled", reason="max_memory_per_child", runner_id=runner_id)
+                stopping.set()
+        runner.stop_runner_loop()
+
+    stopper = threading.Thread(target=watch, daemon=True)
+    stopper.start()
+    runner.run()
+    stopper.join()
+    return EXIT_OK
