@@ -6,11 +6,14 @@ invocations in process; the CLI, loading the same module, sees the same app.
 
 from __future__ import annotations
 
+import os
+
 from pynenc import Pynenc
 from pynenc.conf.config_task import ConcurrencyControlType
 from pynenc.exceptions import RetryError
 
-app = Pynenc(app_id="cli-tests")
+# Subprocess tests name the app id through the environment so they can share a backend with the test.
+app = Pynenc(app_id=os.environ.get("PYNENC_CLI_TEST_APP_ID", "cli-tests"))
 
 
 @app.task

@@ -17,6 +17,9 @@ from rich.tree import Tree
 
 from pynenc.status import FINAL, TRANSITIONS, InvocationStatus
 
+#: Characters of an argument shown in text (``--json`` keeps up to 500).
+TEXT_ARGUMENT_LIMIT = 160
+
 _STATUS_STYLE = {
     "SUCCESS": "green",
     "FAILED": "red",
@@ -81,10 +84,12 @@ _LONG_COLUMNS = {"invocation", "task", "runner", "options", "value", "host"}
 def _table(title: str, *columns: str) -> Table:
     table = Table(title=title or None, title_justify="left", expand=False, show_edge=False, pad_edge=False)
     for name in columns:
-        # Only long columns may give up width (rich collapses wrapable columns); their single
-        # words (ids) are then cut with an ellipsis rather than wrapped.
-        short = name not in _LONG_COLUMNS
-        table.add_column(name, overflow="ellipsis", no_wrap=short, min_width=len(name) if short else 8)
+        # Only long columns give up width (rich collapses wrapable columns); they fold onto more
+        # lines rather than lose characters, because operators copy ids from them.
+        if name in _LONG_COLUMNS:
+            table.add_column(name, overflow="fold", min_width=8)
+        else:
+            table.add_column(name, overflow="ellipsis", no_wrap=True, min_width=len(name))
     return table
 
 
@@ -92,7 +97,7 @@ def _fields() -> Table:
     """A two-column key/value grid."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(no_wrap=True, style="bold", min_width=12)
-    grid.add_column(overflow="ellipsis", no_wrap=True)
+    grid.add_column(overflow="fold")
     return grid
 
 
@@ -138,7 +143,7 @@ def peers(data: dict[str, Any]) -> list[RenderableType]:
             f" max paused {sup['max_paused']}",
             flag,
         )
-        slots = _table("", "slot", "pid", "state", "invocation", "task", "running for", "heartbeat", "RSS")
+        slots = _table("", "#", "pid", "state", "invocation", "task", "for", "beat", "RSS")
         for slot in sup["slots"]:
             state = Text(slot["state"] + (" (hung?)" if slot["hung"] else ""), style="red" if slot["hung"] else "")
             slots.add_row(
@@ -188,7 +193,7 @@ def invocation(data: dict[str, Any]) -> RenderableType:
     info.add_row("retries", str(data["num_retries"]))
     info.add_row("stalls", str(data["stalls"]))
     for name, shown in data["arguments"].items():
-        info.add_row(f"arg {name}", shown)
+        info.add_row(f"arg {name}", shown if len(shown) <= TEXT_ARGUMENT_LIMIT else shown[:TEXT_ARGUMENT_LIMIT] + "...")
     history = _table("history", "time", "status", "runner")
     for entry in data["history"]:
         history.add_row(clock(entry["timestamp"]), status_text(entry["status"]), entry["runner_id"] or "-")
@@ -217,33 +222,20 @@ def _grow(tree: Tree, nodes: list[dict[str, Any]]) -> None:
 
 # ----- tasks -------------------------------------------------------------------------------
 def tasks(data: dict[str, Any]) -> RenderableType:
-    table = _table(
-        f"tasks of app {data['app_id']}",
-        "task",
-        "queued",
-        "running",
-        "paused",
-        "success",
-        "failed",
-        "failed 1h",
-        "options",
-    )
+    table = _table(f"tasks of app {data['app_id']}", "task", "queued", "running", "paused", "success", "failed", "1h")
+    notes: list[str] = []
     for row in data["tasks"]:
         counts = row["counts"]
         queued = sum(counts[s] for s in ("REGISTERED", "REROUTED", "RETRY", "CONCURRENCY_CONTROLLED"))
         running = sum(counts[s] for s in ("PENDING", "RUNNING", "RESUMED"))
-        options = _non_default_options(row["options"]) if row["registered"] else "(not in this app)"
-        table.add_row(
-            row["task_id"],
-            str(queued),
-            str(running),
-            str(counts["PAUSED"]),
-            str(counts["SUCCESS"]),
-            str(counts["FAILED"]),
-            str(row["failed_last_hour"]),
-            options,
-        )
-    return table
+        cells = (queued, running, counts["PAUSED"], counts["SUCCESS"], counts["FAILED"], row["failed_last_hour"])
+        table.add_row(row["task_id"], *(str(cell) for cell in cells))
+        if not row["registered"]:
+            notes.append(f"  {row['task_id']}: (not in this app: seen in the backend only)")
+        else:
+            notes.append(f"  {row['task_id']}: {_non_default_options(row['options'])}")
+    legend = Text("1h: failed in the last hour; options that differ from the defaults:\n" + "\n".join(notes))
+    return Group(table, legend)
 
 
 _DEFAULT_OPTIONS: dict[str, Any] = {
