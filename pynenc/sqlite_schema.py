@@ -137,7 +137,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
     """Create or migrate the schema; ``conn`` must be in autocommit mode (isolation_level=None)."""
     if read_version(conn, path) == SCHEMA_VERSION:
         return
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")  # outside the try: when it fails there is nothing to roll back
     try:
         version = read_version(conn, path)  # another process may have migrated meanwhile
         while version < SCHEMA_VERSION:

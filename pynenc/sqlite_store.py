@@ -58,6 +58,14 @@ class Signal:
         self.final = 0
         self.work = 0
 
+    def count(self, kind: str) -> int:
+        return self.final if kind == "final" else self.work
+
+    def sleep(self, kind: str, seen: int, timeout: float) -> bool:
+        """Sleep up to ``timeout``; True when the ``kind`` counter moved past ``seen`` meanwhile."""
+        with self.cond:
+            return self.cond.wait_for(lambda: self.count(kind) != seen, timeout)
+
     def bump(self, final: bool, work: bool) -> None:
         if not (final or work):
             return
@@ -109,6 +117,11 @@ class _Conn:
         self.close()
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
+
+
 class SQLiteStore:
     """Connections to one database file for one app (rows are scoped by ``app_id``)."""
 
@@ -149,16 +162,21 @@ class SQLiteStore:
         if not self._schema_checked:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise BackendUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         try:
+            conn.row_factory = sqlite3.Row  # rows read by index and by column name
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             with self._schema_lock:
                 if not self._schema_checked:
                     self._retry_locked(lambda: ensure_schema(conn, self.path))
                     self._schema_checked = True
-            conn.execute("PRAGMA journal_mode = WAL")
+            # WAL is a property of the file: set once, after the schema check (which must not
+            # modify a file it refuses); switching needs a lock another opener may hold.
+            self._retry_locked(lambda: _use_wal(conn))
             conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             conn.close()
@@ -173,7 +191,7 @@ class SQLiteStore:
         self._local = threading.local()
 
     # ----- transactions --------------------------------------------------------------------
-    def _retry_locked(self, action: Callable[[], None]) -> None:
+    def _retry_locked(self, action: Callable[[], object]) -> None:
         deadline = time.monotonic() + LOCK_DEADLINE_SECONDS
         delay = MIN_SLEEP
         while True:
@@ -258,24 +276,23 @@ class SQLiteStore:
         return changed
 
     def wait_until(self, check: Callable[[], bool], timeout: float, kind: str) -> bool:
-        """Call ``check`` until it is true or ``timeout`` passes, sleeping with backoff in between."""
+        """Call ``check`` until it is true or ``timeout`` passes, sleeping with backoff in between.
+
+        ``kind`` ("final" or "work") names the in-process counter that ends a sleep early.
+        """
         deadline = time.monotonic() + timeout
         delay = MIN_SLEEP
         signal = self.signal
         first = True
         while True:
-            seen = signal.final if kind == "final" else signal.work
+            seen = signal.count(kind)
             if (self.changed_elsewhere() or first) and check():
                 return True
             first = False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            with signal.cond:
-                woken = signal.cond.wait_for(
-                    lambda: (signal.final if kind == "final" else signal.work) != seen, min(delay, remaining)
-                )
-            if woken:
+            if signal.sleep(kind, seen, min(delay, remaining)):
                 delay = MIN_SLEEP
                 self._holder().data_version = -1  # our own process changed it: look again
             else:
@@ -292,10 +309,13 @@ def next_counter(conn: sqlite3.Connection, app_id: str, name: str, step: int) ->
     return int(row[0])
 
 
-def enqueue(conn: sqlite3.Connection, app_id: str, invocation_id: str, priority: int, front: bool) -> None:
+def enqueue(
+    conn: sqlite3.Connection, app_id: str, invocation_id: str, priority: int | None, front: bool
+) -> None:
+    """Queue an id behind (or, with ``front``, ahead of) its priority's FIFO; None keeps its priority."""
     sequence = next_counter(conn, app_id, "front" if front else "back", -1 if front else 1)
     conn.execute(
-        "UPDATE invocations SET priority = ?, seq = ? WHERE app_id = ? AND id = ?",
+        "UPDATE invocations SET priority = COALESCE(?, priority), seq = ? WHERE app_id = ? AND id = ?",
         (priority, sequence, app_id, invocation_id),
     )
 
@@ -363,7 +383,9 @@ def record_from_row(row: Sequence[Any]) -> InvocationRecord:
     )
 
 
-def load_records(conn: sqlite3.Connection, app_id: str, where: str = "", params: Sequence[Any] = ()) -> list[InvocationRecord]:
+def load_records(
+    conn: sqlite3.Connection, app_id: str, where: str = "", params: Sequence[Any] = ()
+) -> list[InvocationRecord]:
     """Records (with history and wait edges) of this app matching ``where``; call inside a snapshot."""
     sql = f"SELECT {RECORD_COLUMNS} FROM invocations WHERE app_id = ?{' AND ' + where if where else ''} ORDER BY rowid"
     records = [record_from_row(row) for row in conn.execute(sql, (app_id, *params))]

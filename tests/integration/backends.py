@@ -18,6 +18,13 @@ def memory(app: Pynenc, request: Any) -> None:
     app.conf.state_backend_cls = "MemStateBackend"
 
 
+def sqlite(app: Pynenc, request: Any) -> None:
+    app.conf.orchestrator_cls = "SQLiteOrchestrator"
+    app.conf.broker_cls = "SQLiteBroker"
+    app.conf.state_backend_cls = "SQLiteStateBackend"
+    app.conf.sqlite_db_path = str(request.getfixturevalue("tmp_path") / "pynenc.db")
+
+
 def redis(app: Pynenc, request: Any) -> None:
     """The session redis-server of this test process (tests/redis_servers.py); app ids keep tests apart."""
     app.conf.redis_url = request.getfixturevalue("redis_url")
@@ -28,5 +35,6 @@ def redis(app: Pynenc, request: Any) -> None:
 
 BACKENDS: dict[str, Callable[[Pynenc, Any], None]] = {
     "mem": memory,
+    "sqlite": sqlite,
     "redis": redis,
 }
