@@ -169,6 +169,25 @@ class Pynenc:
     def close(self) -> None:
         self.reset_components()
 
+    def use_shared_backend_default(self) -> str | None:
+        """Move an app left on the memory default to SQLite, for runners in several processes.
+
+        Called by ``pynenc-supervisor`` and process-based runners at start. When none of
+        orchestrator_cls, broker_cls and state_backend_cls was configured, the app switches to the
+        SQLite backend on ``sqlite_db_path`` (default ``<app_id>.db`` in the working directory, made
+        absolute) and returns the one setting other processes need to reach the same backend, e.g.
+        ``PYNENC__SQLITE_DB_PATH=/srv/app/tasks.db``. Returns None when a backend was configured.
+        """
+        if not self.conf.backend_is_default():
+            return None
+        import shlex
+
+        from pynenc.sqlite_store import db_path_of
+
+        path = db_path_of(self)
+        self.conf.set("sqlite_db_path", path, source="shared backend default (memory is not shared)")
+        return f"PYNENC__SQLITE_DB_PATH={shlex.quote(path)}"
+
     def purge(self) -> None:
         """Remove every invocation, result and queue entry of this app (only this app)."""
         self.orchestrator.purge()

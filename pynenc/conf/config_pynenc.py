@@ -172,8 +172,34 @@ class ConfigPynenc(ConfigBase):
     )
     # --- sqlite ---
     sqlite_db_path = Setting(
-        parse_optional_str, None, "SQLite database file; default: <app_id>.db in the working directory.", "sqlite"
+        parse_optional_str,
+        None,
+        "SQLite database file; default: <app_id>.db in the working directory. Setting it while orchestrator_cls, "
+        "broker_cls and state_backend_cls are left at their defaults selects the SQLite backend.",
+        "sqlite",
     )
+
+    _BACKEND_SETTINGS = ("orchestrator_cls", "broker_cls", "state_backend_cls")
+
+    def set(self, name: str, value: Any, source: str = "code") -> None:
+        super().set(name, value, source)
+        if name == "sqlite_db_path" and self.sqlite_db_path is not None:
+            # one setting is enough to reach a SQLite backend (e.g. PYNENC__SQLITE_DB_PATH printed by
+            # pynenc-supervisor); explicitly chosen classes always win
+            self.imply_backend("SQLite", f"{source}, implied by sqlite_db_path")
+
+    def backend_is_default(self) -> bool:
+        """Whether none of orchestrator_cls, broker_cls, state_backend_cls was set anywhere."""
+        return all(self.source_of(name) == "default" for name in self._BACKEND_SETTINGS)
+
+    def imply_backend(self, prefix: str, source: str) -> bool:
+        """Select the ``prefix`` family (e.g. "SQLite") if no backend class was chosen; True if it did."""
+        if not self.backend_is_default():
+            return False
+        for name in self._BACKEND_SETTINGS:
+            suffix = "".join(part.capitalize() for part in name.removesuffix("_cls").split("_"))
+            self.set(name, f"{prefix}{suffix}", source)
+        return True
 
 
 def config_for_docs() -> list[tuple[str, str, str, str, str]]:
