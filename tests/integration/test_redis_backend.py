@@ -1,0 +1,337 @@
+"""The Redis backend's own promises (beyond the behavioural suite): leases, recovery,
+operator actions, isolation between apps, expiry, bad data and unreachable Redis.
+
+Every test uses a real redis-server from tests/redis_servers.py and its own app id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pynenc import Pynenc
+from pynenc.exceptions import (
+    BackendUnavailableError,
+    InvocationKilledError,
+    SerializationError,
+    StalledInvocationError,
+)
+from pynenc.models import CallSpec, Outcome, OutcomeKind
+from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
+from pynenc.redis_keys import KEY_NAMES, RedisKeys
+from pynenc.serializer.base import encode_json
+from pynenc.serializer.errors import decode_exception
+from pynenc.status import InvocationStatus as S
+from tests.redis_servers import RedisServer, find_free_port
+
+app = Pynenc(app_id="redis-tests")
+
+
+@app.task
+def square(x: int) -> int:
+    return x * x
+
+
+@app.task
+def slow_square(x: int) -> int:
+    time.sleep(0.002)  # work, so that runs overlap with faults injected by the tests
+    return x * x
+
+
+def configure(target: Pynenc, url: str, **values: Any) -> Pynenc:
+    """Point ``target`` at Redis ``url`` under a fresh app id, with ``values`` on top."""
+    target.conf.app_id = f"rt-{uuid.uuid4().hex[:10]}"
+    target.conf.redis_url = url
+    target.conf.orchestrator_cls = "RedisOrchestrator"
+    target.conf.broker_cls = "RedisBroker"
+    target.conf.state_backend_cls = "RedisStateBackend"
+    target.conf.runner_cls = "ThreadRunner"
+    target.conf.logging_level = "ERROR"
+    target.conf.dev_mode_force_sync_tasks = False
+    for name, value in values.items():
+        setattr(target.conf, name, value)
+    return target
+
+
+def poll(condition: Any, timeout: float = 15.0, interval: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(interval)
+
+
+def orchestrator_of(target: Pynenc) -> RedisOrchestrator:
+    orchestrator = target.orchestrator
+    assert isinstance(orchestrator, RedisOrchestrator)
+    return orchestrator
+
+
+def spec(task_id: str = "tests.integration.test_redis_backend.square", **kwargs: Any) -> CallSpec:
+    invocation_id = uuid.uuid4().hex
+    arguments = kwargs.pop("arguments", {"x": encode_json(3)})
+    return CallSpec(invocation_id, task_id, arguments, call_key=kwargs.pop("call_key", invocation_id), **kwargs)
+
+
+class RunnerThread:
+    """The app's ThreadRunner looping in a thread, stopped by the fixture."""
+
+    def __init__(self, target: Pynenc) -> None:
+        self.runner = target.runner
+        self.thread = threading.Thread(target=self.runner.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.runner.stop_runner_loop()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def rapp(redis_url: str) -> Iterator[Pynenc]:
+    configure(app, redis_url, max_threads=4)
+    yield app
+    app.purge()
+    app.reset_components()
+
+
+@pytest.fixture
+def start_runner(rapp: Pynenc) -> Iterator[Any]:
+    started: list[RunnerThread] = []
+
+    def start() -> RunnerThread:
+        started.append(RunnerThread(rapp))
+        return started[-1]
+
+    yield start
+    for runner in started:
+        runner.stop()
+
+
+# ----- leases and recovery -----------------------------------------------------------------
+def test_stale_runner_late_finish_is_rejected(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    call = spec()
+    orchestrator.register([call])
+    [claimed] = orchestrator.claim("runner-a", 1, 0.05)
+    poll(lambda: orchestrator.recover_expired(3) == [call.invocation_id])
+    assert orchestrator.get_status(call.invocation_id) is S.REROUTED
+    [again] = orchestrator.claim("runner-b", 1, 30)
+    assert again.invocation_id == claimed.invocation_id
+    assert not orchestrator.finish("runner-a", call.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json("late")))
+    assert orchestrator.get_status(call.invocation_id) is S.RUNNING
+    assert orchestrator.finish("runner-b", call.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json("b")))
+    record = orchestrator.get_record(call.invocation_id)
+    assert record is not None and record.result == encode_json("b") and record.stalls == 1
+    assert [h.status for h in record.history] == [
+        S.REGISTERED, S.PENDING, S.RUNNING, S.RUNNING_RECOVERY, S.REROUTED, S.PENDING, S.RUNNING, S.SUCCESS,
+    ]  # fmt: skip
+    assert record.history[2].runner_id == "runner-a" and record.history[-1].runner_id == "runner-b"
+
+
+def test_renew_keeps_the_lease_and_reports_lost_ones(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    first, second = spec(), spec()
+    orchestrator.register([first, second])
+    orchestrator.claim("runner-a", 2, 30)
+    assert orchestrator.renew_leases("runner-a", [first.invocation_id, second.invocation_id], 30) == []
+    assert orchestrator.renew_leases("runner-b", [first.invocation_id], 30) == [first.invocation_id]
+    assert orchestrator.recover_expired(3) == []
+
+
+def test_past_max_stalls_the_invocation_fails_saying_so(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    call = spec()
+    orchestrator.register([call])
+    for stall in range(3):
+        assert [c.invocation_id for c in orchestrator.claim(f"runner-{stall}", 1, 0.01)] == [call.invocation_id]
+        poll(lambda: orchestrator.recover_expired(2) == [call.invocation_id])
+    assert orchestrator.get_status(call.invocation_id) is S.FAILED
+    assert orchestrator.claim("runner-x", 1, 30) == []
+    record = orchestrator.get_record(call.invocation_id)
+    assert record is not None and record.stalls == 3 and record.error is not None
+    error = decode_exception(record.error)
+    assert isinstance(error, StalledInvocationError)
+    assert "lost its runner 3 times" in str(error) and "max_stalls=2" in str(error)
+
+
+def test_release_puts_work_back_at_the_front_without_a_stall(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    first, second = spec(), spec()
+    orchestrator.register([first, second])
+    [claimed] = orchestrator.claim("runner-a", 1, 30)
+    orchestrator.release("runner-a", [claimed.invocation_id])
+    record = orchestrator.get_record(first.invocation_id)
+    assert record is not None and record.status is S.REROUTED and record.stalls == 0 and record.owner is None
+    assert [c.invocation_id for c in orchestrator.claim("runner-b", 2, 30)] == [
+        first.invocation_id,
+        second.invocation_id,
+    ]
+
+
+# ----- operator actions --------------------------------------------------------------------
+def test_kill_and_retry(rapp: Pynenc, start_runner: Any) -> None:
+    orchestrator = orchestrator_of(rapp)
+    invocation = square(7)
+    assert orchestrator.kill(invocation.invocation_id)
+    assert not orchestrator.kill(invocation.invocation_id)
+    with pytest.raises(InvocationKilledError):
+        invocation.get_result(timeout=10)
+    assert orchestrator.queue_depth() == 0
+    assert orchestrator.retry(invocation.invocation_id)
+    assert not orchestrator.retry(invocation.invocation_id)
+    start_runner()
+    assert invocation.get_result(timeout=10) == 49
+
+
+# ----- blocking without polling -------------------------------------------------------------
+def test_idle_runner_wakes_on_register(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    woke = threading.Event()
+    returned = threading.Event()
+
+    def idle() -> None:
+        orchestrator.wait_for_work(30)
+        woke.set()
+        returned.set()
+
+    waiter = threading.Thread(target=idle, daemon=True)
+    waiter.start()
+    orchestrator.register([spec()])
+    assert woke.wait(10), "wait_for_work did not wake up on register"
+    waiter.join(10)
+    assert returned.is_set()
+
+
+def test_result_waiter_wakes_on_finish(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    call = spec()
+    orchestrator.register([call])
+    done: list[set[str]] = []
+    thread = threading.Thread(target=lambda: done.append(orchestrator.wait_final([call.invocation_id], 30)))
+    thread.start()
+    [claimed] = orchestrator.claim("runner-a", 1, 30)
+    assert orchestrator.finish("runner-a", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(9)))
+    thread.join(10)
+    assert done == [{call.invocation_id}]
+
+
+# ----- isolation, purge, expiry, info -------------------------------------------------------
+def test_purge_removes_only_this_apps_keys(redis_server: RedisServer) -> None:
+    other = configure(Pynenc(app_id="other"), redis_server.url)
+    mine = configure(Pynenc(app_id="mine"), redis_server.url)
+    client = redis_server.client(decode_responses=True)
+    foreign = f"not-pynenc:{uuid.uuid4().hex}"
+    try:
+        client.set(foreign, "1")
+        kept = spec()
+        orchestrator_of(other).register([kept])
+        orchestrator_of(mine).register([spec(), spec()])
+        mine.state_backend.publish_info("supervisor", "host-1", {"pid": 1}, 60)
+        assert orchestrator_of(mine).status_counts() == {S.REGISTERED: 2}
+        mine.purge()
+        assert list(client.scan_iter(match=f"pynenc:{{{mine.app_id}}}:*")) == []
+        assert orchestrator_of(mine).status_counts() == {}
+        assert orchestrator_of(other).get_status(kept.invocation_id) is S.REGISTERED
+        assert orchestrator_of(other).queue_depth() == 1
+        assert client.get(foreign) == "1"
+    finally:
+        other.purge()
+        client.delete(foreign)
+        client.close()
+        other.close()
+        mine.close()
+
+
+def test_every_key_written_is_in_the_schema(rapp: Pynenc, start_runner: Any, redis_server: RedisServer) -> None:
+    start_runner()
+    assert [i.result for i in [square(2), square(3)]] == [4, 9]
+    rapp.state_backend.publish_info("runner", "r1", {"alive": True}, 60)
+    client = redis_server.client(decode_responses=True)
+    try:
+        written = set(client.scan_iter(match=f"*{rapp.app_id}*"))
+    finally:
+        client.close()
+    keys = RedisKeys(rapp.app_id)
+    assert written and written <= set(keys.all_keys())
+    assert all(f"{{{rapp.app_id}}}" in key for key in written)
+    assert {"spec", "status", "history", "result", "final_at", "info"} <= {k.rsplit(":", 1)[1] for k in written}
+    assert set(KEY_NAMES) >= {k.rsplit(":", 1)[1] for k in written}
+
+
+def test_results_expire_after_result_ttl(rapp: Pynenc, start_runner: Any) -> None:
+    start_runner()
+    old = square(4)
+    assert old.result == 16
+    rapp.conf.result_ttl = 0.05
+    orchestrator = orchestrator_of(rapp)
+    poll(lambda: orchestrator.expire_results() >= 1 or orchestrator.get_status(old.invocation_id) is None)
+    assert orchestrator.get_status(old.invocation_id) is None
+    assert orchestrator.get_record(old.invocation_id) is None
+
+
+def test_info_is_listed_by_kind_until_it_expires(rapp: Pynenc) -> None:
+    state = rapp.state_backend
+    state.publish_info("supervisor", "host-a", {"pid": 10, "slots": [1, 2]}, 60)
+    state.publish_info("supervisor", "host-b", {"pid": 11}, 0.05)
+    state.publish_info("runner", "r-1", {"pid": 12}, 60)
+    assert state.list_info("supervisor")["host-a"] == {"pid": 10, "slots": [1, 2]}
+    assert set(state.list_info("runner")) == {"r-1"}
+    poll(lambda: "host-b" not in state.list_info("supervisor"))
+    assert set(state.list_info("supervisor")) == {"host-a"}
+
+
+# ----- bad data -----------------------------------------------------------------------------
+def test_corrupted_payloads_fail_only_their_invocation(rapp: Pynenc, redis_server: RedisServer) -> None:
+    orchestrator = orchestrator_of(rapp)
+    keys = RedisKeys(rapp.app_id)
+    healthy_before = square(1)
+    broken_spec = square(2)
+    broken_argument = square(3)
+    healthy_after = square(4)
+    client = redis_server.client(decode_responses=True)
+    try:
+        client.hset(keys.spec, broken_spec.invocation_id, "{this is not json")
+        stored = client.hget(keys.spec, broken_argument.invocation_id)
+        assert stored is not None
+        client.hset(keys.spec, broken_argument.invocation_id, stored.replace('"j3"', '"j{3"'))
+    finally:
+        client.close()
+    runner = RunnerThread(rapp)
+    try:
+        assert healthy_before.get_result(timeout=10) == 1
+        assert healthy_after.get_result(timeout=10) == 16
+        with pytest.raises(SerializationError, match="stored call is corrupted"):
+            broken_spec.get_result(timeout=10)
+        with pytest.raises(SerializationError, match="corrupted payload"):
+            broken_argument.get_result(timeout=10)
+        assert square(5).get_result(timeout=10) == 25  # the runner keeps serving
+    finally:
+        runner.stop()
+    assert orchestrator.get_status(broken_spec.invocation_id) is S.FAILED
+
+
+# ----- unreachable Redis --------------------------------------------------------------------
+def test_redis_down_at_start_names_the_url_without_password() -> None:
+    port = find_free_port()
+    target = configure(Pynenc(app_id="down"), f"redis://:s3cret-pass@127.0.0.1:{port}/0")
+    with pytest.raises(BackendUnavailableError) as raised:
+        target.orchestrator
+    message = str(raised.value)
+    assert f"redis://:***@127.0.0.1:{port}/0" in message
+    assert "s3cret" not in message
+    target.close()
+
+
+def test_lost_redis_fails_after_retry_seconds_with_a_clear_error(fresh_redis_server: RedisServer) -> None:
+    target = configure(Pynenc(app_id="lost"), fresh_redis_server.url, redis_retry_seconds=0.3)
+    orchestrator = orchestrator_of(target)
+    fresh_redis_server.stop()
+    with pytest.raises(BackendUnavailableError, match="unreachable"):
+        orchestrator.register([spec()])
+    target.close()
