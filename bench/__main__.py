@@ -1,0 +1,142 @@
+"""``python -m bench``: set up the peers, run the benchmark, write the report.
+
+    python -m bench setup [--peers celery,rq]
+    python -m bench run [--quick] [--peers celery,rq] [--no-pynenc] [--out DIR]
+                        [--count N] [--repeats R] [--no-floor]
+
+``run`` creates missing peer virtualenvs first (as ``setup`` does), starts one
+private redis-server, measures the redis-benchmark floor, runs every scenario
+against pynenc and each chosen peer in turn, then prints the table and writes
+results.json, table.md and chart.png into the results folder (default
+``bench/results/<UTC timestamp>``). Exit code 0 when the report was written,
+1 on a harness error, 2 on bad options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import floor as floor_mod
+from bench import report
+from bench.redis_server import BenchRedis
+from bench.registry import BENCH_DIR, REPO_ROOT, BenchError, select
+from bench.scenarios import run_system, sizes_for
+from bench.setup_venvs import ensure_all
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    setup = sub.add_parser("setup", help="create the peers' virtualenvs under bench/.venvs")
+    setup.add_argument("--peers", help="comma-separated peers (default: all)")
+    run = sub.add_parser("run", help="run the benchmark and write the report")
+    run.add_argument("--quick", action="store_true", help="small counts, finishes in under 2 minutes")
+    run.add_argument("--peers", help="comma-separated peers (default: celery,dramatiq,huey,rq,arq)")
+    run.add_argument("--no-pynenc", action="store_true", help="measure the peers only")
+    run.add_argument("--out", type=Path, help="results folder (default bench/results/<UTC stamp>)")
+    run.add_argument("--count", type=int, help="cap every task count (tiny smoke runs)")
+    run.add_argument("--repeats", type=int, help="repeats per scenario (default 3)")
+    run.add_argument("--no-floor", action="store_true", help="skip the redis-benchmark floor")
+    return parser.parse_args(argv)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        import psutil
+
+        memory = f"{psutil.virtual_memory().total / 2**30:.1f} GiB"
+    except ImportError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = select(args.peers, include_pynenc=not args.no_pynenc)
+    if not specs:
+        raise BenchError("nothing to measure: --no-pynenc with no peer")
+    sizes = sizes_for(args.quick, args.count, args.repeats)
+    started = dt.datetime.now(dt.UTC)
+    out_dir: Path = args.out or BENCH_DIR / "results" / started.strftime("%Y%m%dT%H%M%SZ")
+    ensure_all(specs)
+    t0 = time.monotonic()
+    with BenchRedis() as server:
+        meta: dict[str, Any] = {
+            "started": started.isoformat(timespec="seconds"),
+            "mode": "quick" if args.quick else "full",
+            "command": " ".join(["python -m bench", *sys.argv[1:]]),
+            "machine": machine(),
+            "redis_version": server.version(),
+            "git_commit": git_commit(),
+            "systems": [s.name for s in specs],
+        }
+        print(f"[bench] redis-server {meta['redis_version']} on {server.url}; sizes {sizes.as_dict()}", flush=True)
+        floor: dict[str, Any] | None = None
+        if not args.no_floor:
+            binary = shutil.which("redis-benchmark")
+            if binary is None:
+                floor = {"error": "redis-benchmark not on PATH"}
+            else:
+                requests = 3000 if args.quick else 50000
+                floor = floor_mod.measure(binary, "127.0.0.1", server.port, requests)
+            print(f"[bench] redis floor: {floor.get('derived') or floor}", flush=True)
+        systems: dict[str, dict[str, Any]] = {}
+        log_dir = out_dir / "logs"
+        for spec in specs:
+            print(f"[bench] --- {spec.name} ({spec.notes}) ---", flush=True)
+            systems[spec.name] = run_system(spec, server.url, sizes, log_dir)
+    meta["seconds"] = round(time.monotonic() - t0, 1)
+    document = report.build(meta, sizes.as_dict(), systems, floor)
+    paths = report.write(document, out_dir)
+    print()
+    print(document["table"])
+    print(f"[bench] {meta['seconds']}s; wrote {paths['json']}, {paths['table']}, {paths['chart']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "setup":
+            ensure_all(select(args.peers, include_pynenc=False))
+            print("[setup] virtualenvs ready under bench/.venvs")
+            return 0
+        return run(args)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
