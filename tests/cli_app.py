@@ -7,6 +7,8 @@ invocations in process; the CLI, loading the same module, sees the same app.
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 from pynenc import Pynenc
 from pynenc.conf.config_task import ConcurrencyControlType
@@ -29,3 +31,11 @@ def fail(message: str) -> None:
 @app.task(max_retries=2, retry_for=(RetryError,), running_concurrency=ConcurrencyControlType.TASK)
 def flaky(payload: str) -> str:
     return payload
+
+
+@app.task
+def slow(marker: str, seconds: float) -> int:
+    """Write this runner's pid to ``marker`` (the test's signal that it started), then sleep."""
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
