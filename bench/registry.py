@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pynenc.exceptions import PynencError
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 VENVS_DIR = BENCH_DIR / ".venvs"
@@ -29,8 +31,8 @@ VENVS_DIR = BENCH_DIR / ".venvs"
 REDIS_URL_ENV = "BENCH_REDIS_URL"
 
 
-class BenchError(RuntimeError):
-    """The benchmark could not run as asked (bad option, missing setup, ...)."""
+class BenchError(PynencError):
+    """The benchmark could not run as asked (bad option, missing setup, a system failing)."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.registry import BenchError
 
-class StatsError(ValueError):
+
+class StatsError(BenchError):
     """Statistics were asked of no data or with an invalid parameter."""
 
 

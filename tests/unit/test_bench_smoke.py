@@ -1,0 +1,77 @@
+"""Smoke test: ``python -m bench run --quick`` on a tiny count produces a sane report.
+
+The pynenc-only run takes ~20-30 s on a 2-core machine (a redis-server, the
+redis-benchmark floor, a pynenc-supervisor with 2 processes) and runs in CI.
+The run with a peer needs that peer's virtualenv, installed from PyPI on first
+use, so it runs only with ``PYNENC_BENCH=1``. No timed assertions: only that
+the report is written and its numbers are positive and consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_DEADLINE = 600  # seconds; a hang fails the test instead of blocking the suite
+
+REQUIRED = ("enqueue_single_per_s", "enqueue_batch_per_s", "throughput_per_s", "latency_p50_ms", "latency_p99_ms")
+
+
+def run_bench(out: Path, peers: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--quick", "--count", "8", "--peers", peers, "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=RUN_DEADLINE,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads((out / "results.json").read_text())
+
+
+def check_system(document: dict[str, Any], name: str) -> None:
+    system = document["systems"][name]
+    metrics = system["metrics"]
+    for key in REQUIRED:
+        assert key in metrics, f"{name} has no {key}: notes {system['notes']}"
+    for key, summary in metrics.items():
+        assert summary["n"] >= 1, key
+        assert 0 <= summary["min"] <= summary["median"] <= summary["max"], (key, summary)
+    assert metrics["latency_p50_ms"]["median"] <= metrics["latency_p99_ms"]["median"]
+    assert "idle_cpu_percent" in metrics and "pss_per_worker_mb" in metrics
+    assert metrics["pss_per_worker_mb"]["median"] > 0
+    fanout = metrics.get("fanout_parents_per_s")
+    note = system["notes"].get("fanout_parents_per_s", "")
+    assert fanout is not None or note.startswith(("deadlock", "failed")), note
+
+
+def test_quick_run_for_pynenc_writes_a_sane_report(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc, document = run_bench(out, "pynenc")
+    assert list(document["systems"]) == ["pynenc"]
+    assert document["meta"]["mode"] == "quick"
+    assert document["sizes"]["drain_n"] == 8
+    check_system(document, "pynenc")
+    # pynenc waits inside tasks without deadlock: the fan-out must complete.
+    assert "fanout_parents_per_s" in document["systems"]["pynenc"]["metrics"], document["systems"]["pynenc"]["notes"]
+    derived = document["floor"]["derived"]
+    assert all(derived[k] > 0 for k in ("enqueue_single_per_s", "throughput_per_s", "latency_p50_ms"))
+    assert (out / "chart.png").read_bytes().startswith(b"\x89PNG")
+    assert document["table"] in proc.stdout
+    assert (out / "logs" / "pynenc-workers.log").is_file()
+
+
+@pytest.mark.skipif(os.environ.get("PYNENC_BENCH") != "1", reason="needs a peer venv from PyPI: set PYNENC_BENCH=1")
+def test_quick_run_with_a_peer_reports_ratios(tmp_path: Path) -> None:
+    _, document = run_bench(tmp_path / "results", "huey")
+    assert list(document["systems"]) == ["pynenc", "huey"]
+    check_system(document, "huey")
+    assert document["ratios"]["huey"]["throughput_per_s"] > 0
+    assert any(line.startswith("huey==") for line in document["systems"]["huey"]["versions"])
