@@ -7,13 +7,17 @@ root; purge's confirmation is answered through a real pseudo-terminal.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 import uuid
 from collections.abc import Iterator
@@ -199,3 +203,35 @@ def test_no_redis_is_one_line_with_the_url_and_exit_3() -> None:
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
         assert "hunter2" not in done.stderr and url.replace("hunter2", "***") in done.stderr
         assert done.stdout == ""
+
+
+def test_watch_on_a_terminal_redraws_in_colour_sized_to_the_terminal(env: dict[str, str]) -> None:
+    cli_app.add(1, 2)
+    cli_app.fail("x")
+    master, slave = pty.openpty()
+    columns = 70
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    try:
+        process = subprocess.Popen(
+            [str(PYNENC), "--app", APP, "status", "--watch", "--count", "3", "--interval", "0.2"],
+            cwd=t.REPO,
+            env={k: v for k, v in clean_env(env).items() if k not in ("COLUMNS", "NO_COLOR")},
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+        os.close(slave)
+        output = _read_until(master, None, 60)
+        assert process.wait(60) == 0, output
+    finally:
+        os.close(master)
+    text = output.decode(errors="replace")
+    assert "\x1b[" in text  # colours and cursor movement: this is a terminal
+    assert text.count("\x1b[2K") > 0 or text.count("\x1b[1A") > 0, "the screen was not redrawn in place"
+    # Cursor movements (redrawing in place) end a line; colour codes take no room.
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-LN-Za-z]", "\n", text)
+    plain = re.sub(r"\x1b\[[0-9;?]*m", "", plain)
+    assert "tests.cli_app.add" in plain and "REGISTERED" in plain
+    widest = max(len(line) for line in plain.replace("\r", "").split("\n"))
+    assert widest <= columns, f"a line is {widest} wide on a {columns}-column terminal"
