@@ -1,0 +1,75 @@
+"""Core behaviour on a 3-node Redis Cluster (tests/redis_servers.py ``redis_cluster``).
+
+Every key of an app carries the ``{app_id}`` hash tag and every script gets its
+keys in KEYS, so the scripts run unchanged on a cluster (no CROSSSLOT). The
+behavioural tests imported below run here with an ``app`` on the cluster.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from pynenc import Pynenc
+from pynenc.redis_keys import RedisKeys
+from pynenc.status import InvocationStatus as S
+from tests.integration import behaviour_tasks
+from tests.integration.test_behaviour import (  # noqa: F401  (collected here, on the cluster)
+    test_concurrency_controlled_final_without_reroute,
+    test_cycle_error_can_be_caught_inside_the_task,
+    test_fifty_parents_waiting_on_three_children_with_two_slots,
+    test_mutual_wait_raises_cycle_error_naming_the_chain,
+    test_parallelize_yields_results_as_they_finish,
+    test_priority_follows_the_number_of_waiters,
+    test_registration_concurrency_task,
+    test_result_status_and_attributes,
+    test_retry_until_max_retries_then_failed,
+    test_running_concurrency_keys_only_blocks_the_same_key,
+    test_stop_runner_loop_leaves_nothing_running,
+    test_task_exception_is_reraised_with_type_and_message,
+)
+from tests.redis_servers import RedisCluster
+
+
+def cluster_url(cluster: RedisCluster) -> str:
+    return f"redis+cluster://127.0.0.1:{cluster.ports[0]}"
+
+
+@pytest.fixture
+def app(redis_cluster: RedisCluster) -> Iterator[Pynenc]:
+    """The behaviour tasks' app on the cluster (same settings as tests/integration/conftest.py)."""
+    target = behaviour_tasks.app
+    target.conf.dev_mode_force_sync_tasks = False
+    target.conf.cycle_control = True
+    target.conf.app_id = f"cl-{uuid.uuid4().hex[:10]}"
+    target.conf.redis_url = cluster_url(redis_cluster)
+    target.conf.orchestrator_cls = "RedisOrchestrator"
+    target.conf.broker_cls = "RedisBroker"
+    target.conf.state_backend_cls = "RedisStateBackend"
+    target.conf.runner_cls = "ThreadRunner"
+    target.conf.max_threads = 2
+    target.conf.logging_level = "WARNING"
+    behaviour_tasks.events.clear()
+    behaviour_tasks.gates.clear()
+    behaviour_tasks.named.clear()
+    yield target
+    for gate in behaviour_tasks.gates.values():
+        gate.set()
+    target.purge()
+    target.reset_components()
+
+
+def test_app_keys_live_on_one_slot_of_the_cluster(app: Pynenc, redis_cluster: RedisCluster, runner: object) -> None:
+    assert behaviour_tasks.add(2, 3).result == 5
+    client = redis_cluster.client(decode_responses=True)
+    try:
+        keys = RedisKeys(app.app_id).all_keys()
+        slots = {client.keyslot(key) for key in keys}
+        assert len(slots) == 1
+        # The data really is on the cluster: the node that owns the slot holds the status hash.
+        assert client.hlen(RedisKeys(app.app_id).status) == 1
+    finally:
+        client.close()
+    assert app.orchestrator.status_counts() == {S.SUCCESS: 1}
