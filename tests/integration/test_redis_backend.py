@@ -23,9 +23,11 @@ from pynenc.exceptions import (
 )
 from pynenc.models import CallSpec, Outcome, OutcomeKind
 from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
+from pynenc.redis_client import load_scripts
 from pynenc.redis_keys import KEY_NAMES, RedisKeys
 from pynenc.serializer.base import encode_json
 from pynenc.serializer.errors import decode_exception
+from pynenc.state_backend.redis_state_backend import RedisStateBackend
 from pynenc.status import InvocationStatus as S
 from tests.redis_servers import RedisServer, find_free_port
 
@@ -335,3 +337,44 @@ def test_lost_redis_fails_after_retry_seconds_with_a_clear_error(fresh_redis_ser
     with pytest.raises(BackendUnavailableError, match="unreachable"):
         orchestrator.register([spec()])
     target.close()
+
+
+# ----- scripts ------------------------------------------------------------------------------
+def test_every_script_compiles_on_a_real_server(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    try:
+        for name, script in load_scripts().items():
+            assert client.script_load(script.source) == script.sha, name
+    finally:
+        client.close()
+
+
+def test_python_passes_each_script_the_keys_its_header_declares(rapp: Pynenc, start_runner: Any) -> None:
+    state = rapp.state_backend
+    assert isinstance(state, RedisStateBackend)
+    calls: list[tuple[str, list[str]]] = []
+    real_run = state.conn.run
+
+    def recording_run(name: str, keys: list[str], args: list[Any]) -> Any:
+        calls.append((name, list(keys)))
+        return real_run(name, keys, args)
+
+    state.conn.run = recording_run  # type: ignore[method-assign]
+    try:
+        orchestrator = orchestrator_of(rapp)
+        start_runner()
+        assert square(6).result == 36
+        killed = square(8)
+        orchestrator.kill(killed.invocation_id)
+        orchestrator.retry(killed.invocation_id)
+        assert killed.get_result(timeout=10) == 64
+        orchestrator.recover_expired(3)
+        rapp.state_backend.publish_info("runner", "r", {}, 5)
+    finally:
+        del state.conn.run
+    keys = RedisKeys(rapp.app_id)
+    scripts = load_scripts()
+    assert {"register", "claim", "finish", "kill", "retry", "recover", "info", "read"} <= {name for name, _ in calls}
+    for name, passed in calls:
+        header = scripts[name].key_names
+        assert passed == keys.keys(header), f"{name}: KEYS passed {passed} differ from its header {header}"

@@ -2,6 +2,7 @@
 -- KEYS[1] spec       KEYS[2] ctl        KEYS[3] status
 -- KEYS[4] history    KEYS[5] reg_index  KEYS[6] queue
 -- KEYS[7] seq        KEYS[8] priority   KEYS[9] wake
+-- KEYS[10] fseq      KEYS[11] final_at  (declared because the shared enqueue/move may touch them)
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] number of calls N
 -- ARGV[4 + 4i .. 7 + 4i] (i = 0..N-1): id, spec JSON, ctl JSON, "1" to refuse different non-key args
 -- Returns: flat list of N pairs {id, code}; code 1 created, 0 existing queued invocation
