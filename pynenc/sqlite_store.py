@@ -79,15 +79,6 @@ _signals: dict[str, Signal] = {}
 _signals_lock = threading.Lock()
 
 
-def _reset_after_fork() -> None:
-    global _signals_lock
-    _signals_lock = threading.Lock()
-    _signals.clear()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
-
-
 def signal_for(path: str) -> Signal:
     with _signals_lock:
         signal = _signals.get(path)
@@ -96,11 +87,96 @@ def signal_for(path: str) -> Signal:
         return signal
 
 
+class _Gate:
+    """Store operations pass it shared; fork and close() take it exclusively.
+
+    SQLite connections must not be open across ``fork()``: the child inherits the
+    parent's lock bookkeeping without its locks, which can corrupt the file. So
+    before this process forks, every connection is closed once no operation is
+    in flight (threads reopen theirs on next use), and the child starts clean.
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.active = 0
+        self.exclusive = False
+        self.local = threading.local()
+
+    def enter(self) -> None:
+        depth: int = getattr(self.local, "depth", 0)
+        if depth == 0:
+            with self.cond:
+                self.cond.wait_for(lambda: not self.exclusive)
+                self.active += 1
+        self.local.depth = depth + 1
+
+    def leave(self) -> None:
+        self.local.depth -= 1
+        if self.local.depth == 0:
+            with self.cond:
+                self.active -= 1
+                self.cond.notify_all()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def acquire_exclusive(self) -> bool:
+        """Wait until no operation runs and block new ones; False if this thread is inside one."""
+        if getattr(self.local, "depth", 0):
+            return False
+        with self.cond:
+            self.cond.wait_for(lambda: not self.exclusive)
+            self.exclusive = True
+            self.cond.wait_for(lambda: self.active == 0)
+        return True
+
+    def release_exclusive(self) -> None:
+        with self.cond:
+            self.exclusive = False
+            self.cond.notify_all()
+
+
+_gate = _Gate()
+#: every connection holder of this process, to close them all before a fork
+_holders: weakref.WeakSet[_Conn] = weakref.WeakSet()
+_forking = False
+
+
+def _before_fork() -> None:
+    global _forking
+    _forking = _gate.acquire_exclusive()
+    if _forking:
+        for holder in list(_holders):
+            holder.close()
+
+
+def _after_fork_in_parent() -> None:
+    if _forking:
+        _gate.release_exclusive()
+
+
+def _after_fork_in_child() -> None:
+    global _signals_lock, _gate, _holders, _forking
+    _signals_lock = threading.Lock()
+    _signals.clear()
+    _gate = _Gate()
+    _holders = weakref.WeakSet()  # anything left open in the parent is never touched here
+    _forking = False
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
 class _Conn:
-    """A thread's connection; closed when the thread ends (its thread-local dies) or on close()."""
+    """A thread's connection; closed when the thread ends (its thread-local dies), on close() or before fork."""
 
     def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
-        self.conn = conn
+        self.conn: sqlite3.Connection | None = conn
         self.pid = pid
         self.depth = 0
         self.data_version = -1
@@ -109,9 +185,10 @@ class _Conn:
         self.work = False
 
     def close(self) -> None:
-        if self.pid == os.getpid():  # a connection inherited through fork is never touched
+        conn, self.conn = self.conn, None
+        if conn is not None and self.pid == os.getpid():  # one inherited through fork is never touched
             with contextlib.suppress(sqlite3.Error):
-                self.conn.close()
+                conn.close()
 
     def __del__(self) -> None:
         self.close()
@@ -123,7 +200,10 @@ def _use_wal(conn: sqlite3.Connection) -> None:
 
 
 class SQLiteStore:
-    """Connections to one database file for one app (rows are scoped by ``app_id``)."""
+    """Connections to one database file for one app (rows are scoped by ``app_id``).
+
+    Use connections only inside :meth:`transaction`, :meth:`snapshot` or :meth:`reading`.
+    """
 
     def __init__(self, path: str, app_id: str) -> None:
         self.path = path
@@ -139,7 +219,7 @@ class SQLiteStore:
     def for_app(cls, app: Any) -> SQLiteStore:
         return cls(db_path_of(app), app.conf.app_id)
 
-    # ----- connections ---------------------------------------------------------------------
+    # ----- connections (call with the gate held) -------------------------------------------
     def _holder(self) -> _Conn:
         pid = os.getpid()
         if pid != self._pid:  # forked: nothing of the parent's may be used here
@@ -149,14 +229,23 @@ class SQLiteStore:
             self._schema_lock = threading.Lock()
             self.signal = signal_for(self.path)
         holder: _Conn | None = getattr(self._local, "holder", None)
-        if holder is None:
+        if holder is None or holder.conn is None:
             holder = _Conn(self._open(), pid)
             self._local.holder = holder
             self._all.add(holder)
+            _holders.add(holder)
         return holder
 
-    def connection(self) -> sqlite3.Connection:
-        return self._holder().conn
+    @staticmethod
+    def _conn(holder: _Conn) -> sqlite3.Connection:
+        assert holder.conn is not None  # only closed under the exclusive gate
+        return holder.conn
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection in autocommit mode: each statement sees the latest commit."""
+        with _gate.held():
+            yield self._conn(self._holder())
 
     def _open(self) -> sqlite3.Connection:
         if not self._schema_checked:
@@ -184,11 +273,14 @@ class SQLiteStore:
         return conn
 
     def close(self) -> None:
-        """Close this process's connections (other threads get new ones on next use)."""
-        for holder in list(self._all):
-            holder.close()
-        self._all = weakref.WeakSet()
-        self._local = threading.local()
+        """Close this process's connections to the file (threads open new ones on next use)."""
+        if not _gate.acquire_exclusive():
+            return  # called from inside an operation of this thread: nothing can be closed safely
+        try:
+            for holder in list(self._all):
+                holder.close()
+        finally:
+            _gate.release_exclusive()
 
     # ----- transactions --------------------------------------------------------------------
     def _retry_locked(self, action: Callable[[], object]) -> None:
@@ -211,40 +303,34 @@ class SQLiteStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); nested use joins the outer one."""
-        holder = self._holder()
-        conn = holder.conn
-        if holder.depth:
-            holder.depth += 1
+        with _gate.held():
+            holder = self._holder()
+            conn = self._conn(holder)
+            if holder.depth:
+                holder.depth += 1
+                try:
+                    yield conn
+                finally:
+                    holder.depth -= 1
+                return
+            self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+            holder.depth = 1
             try:
                 yield conn
+                self._retry_locked(lambda: conn.execute("COMMIT"))
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                holder.final = holder.work = False
+                raise
             finally:
-                holder.depth -= 1
-            return
-        self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
-        holder.depth = 1
-        try:
-            yield conn
-        except BaseException:
-            holder.depth = 0
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+                holder.depth = 0
+            final, work = holder.final, holder.work
             holder.final = holder.work = False
-            raise
-        try:
-            self._retry_locked(lambda: conn.execute("COMMIT"))
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            holder.final = holder.work = False
-            raise
-        finally:
-            holder.depth = 0
-        final, work = holder.final, holder.work
-        holder.final = holder.work = False
         self.signal.bump(final, work)
 
     def notify(self, final: bool = False, work: bool = False) -> None:
-        """Wake in-process waiters once the current transaction commits."""
+        """Wake in-process waiters once the current transaction commits (call inside it)."""
         holder = self._holder()
         holder.final |= final
         holder.work |= work
@@ -252,28 +338,30 @@ class SQLiteStore:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: several queries see one consistent state."""
-        holder = self._holder()
-        conn = holder.conn
-        if holder.depth:
-            yield conn
-            return
-        self._retry_locked(lambda: conn.execute("BEGIN"))
-        holder.depth = 1
-        try:
-            yield conn
-        finally:
-            holder.depth = 0
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("COMMIT")
+        with _gate.held():
+            holder = self._holder()
+            conn = self._conn(holder)
+            if holder.depth:
+                yield conn
+                return
+            conn.execute("BEGIN")  # deferred: takes no lock until the first read, never busy in WAL
+            holder.depth = 1
+            try:
+                yield conn
+            finally:
+                holder.depth = 0
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("COMMIT")
 
     # ----- waiting -------------------------------------------------------------------------
     def changed_elsewhere(self) -> bool:
         """Whether another connection committed since this thread last asked (cheap)."""
-        holder = self._holder()
-        version = int(holder.conn.execute("PRAGMA data_version").fetchone()[0])
-        changed = version != holder.data_version
-        holder.data_version = version
-        return changed
+        with _gate.held():
+            holder = self._holder()
+            version = int(self._conn(holder).execute("PRAGMA data_version").fetchone()[0])
+            changed = version != holder.data_version
+            holder.data_version = version
+            return changed
 
     def wait_until(self, check: Callable[[], bool], timeout: float, kind: str) -> bool:
         """Call ``check`` until it is true or ``timeout`` passes, sleeping with backoff in between.
@@ -294,7 +382,7 @@ class SQLiteStore:
                 return False
             if signal.sleep(kind, seen, min(delay, remaining)):
                 delay = MIN_SLEEP
-                self._holder().data_version = -1  # our own process changed it: look again
+                first = True  # our own process changed it: look again
             else:
                 delay = min(delay * 2, MAX_SLEEP)
 

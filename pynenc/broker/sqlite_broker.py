@@ -53,10 +53,12 @@ class SQLiteBroker(BaseBroker):
             db.remove(conn, self.store.app_id, invocation_id)
 
     def depth(self) -> int:
-        return db.depth(self.store.connection(), self.store.app_id)
+        with self.store.reading() as conn:
+            return db.depth(conn, self.store.app_id)
 
     def peek(self, limit: int = 10) -> list[tuple[str, int]]:
-        return db.peek(self.store.connection(), self.store.app_id, limit)
+        with self.store.reading() as conn:
+            return db.peek(conn, self.store.app_id, limit)
 
     def purge(self) -> None:
         with self.store.transaction() as conn:

@@ -465,11 +465,10 @@ class SQLiteOrchestrator(BaseOrchestrator):
 
     # ----- reads ---------------------------------------------------------------------------
     def get_status(self, invocation_id: str) -> InvocationStatus | None:
-        row = (
-            self.store.connection()
-            .execute("SELECT status FROM invocations WHERE app_id = ? AND id = ?", (self.app_id, invocation_id))
-            .fetchone()
-        )
+        with self.store.reading() as conn:
+            row = conn.execute(
+                "SELECT status FROM invocations WHERE app_id = ? AND id = ?", (self.app_id, invocation_id)
+            ).fetchone()
         return S(row[0]) if row else None
 
     def get_record(self, invocation_id: str) -> InvocationRecord | None:
@@ -479,14 +478,14 @@ class SQLiteOrchestrator(BaseOrchestrator):
     def _final_or_missing(self, invocation_ids: Sequence[str]) -> tuple[set[str], bool]:
         """(the final ones, whether any is final or unknown)."""
         statuses: dict[str, str] = {}
-        conn = self.store.connection()
-        for part in db.chunks(list(dict.fromkeys(invocation_ids))):
-            statuses.update(
-                conn.execute(
-                    f"SELECT id, status FROM invocations WHERE app_id = ? AND id IN ({_marks(part)})",
-                    (self.app_id, *part),
-                ).fetchall()
-            )
+        with self.store.snapshot() as conn:
+            for part in db.chunks(list(dict.fromkeys(invocation_ids))):
+                statuses.update(
+                    conn.execute(
+                        f"SELECT id, status FROM invocations WHERE app_id = ? AND id IN ({_marks(part)})",
+                        (self.app_id, *part),
+                    ).fetchall()
+                )
         final = {i for i, status in statuses.items() if status in _FINAL}
         return final, bool(final) or any(i not in statuses for i in invocation_ids)
 
@@ -512,25 +511,22 @@ class SQLiteOrchestrator(BaseOrchestrator):
             return db.load_records(conn, self.app_id, f"status IN ({_marks(wanted)})", wanted)
 
     def status_counts(self) -> dict[InvocationStatus, int]:
-        rows = (
-            self.store.connection()
-            .execute("SELECT status, COUNT(*) FROM invocations WHERE app_id = ? GROUP BY status", (self.app_id,))
-            .fetchall()
-        )
+        with self.store.reading() as conn:
+            rows = conn.execute(
+                "SELECT status, COUNT(*) FROM invocations WHERE app_id = ? GROUP BY status", (self.app_id,)
+            ).fetchall()
         return {S(status): count for status, count in rows}
 
     def queue_depth(self) -> int:
-        return db.depth(self.store.connection(), self.app_id)
+        with self.store.reading() as conn:
+            return db.depth(conn, self.app_id)
 
     def executing_count(self) -> int:
-        row = (
-            self.store.connection()
-            .execute(
+        with self.store.reading() as conn:
+            row = conn.execute(
                 f"SELECT COUNT(*) FROM invocations WHERE app_id = ? AND status IN ({_marks(_EXECUTING)})",
                 (self.app_id, *_EXECUTING),
-            )
-            .fetchone()
-        )
+            ).fetchone()
         return int(row[0])
 
     def close(self) -> None:

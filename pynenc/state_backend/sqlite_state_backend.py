@@ -56,14 +56,11 @@ class SQLiteStateBackend(BaseStateBackend):
             )
 
     def list_info(self, kind: str) -> dict[str, dict[str, Any]]:
-        rows = (
-            self.store.connection()
-            .execute(
+        with self.store.reading() as conn:
+            rows = conn.execute(
                 "SELECT key, data FROM info WHERE app_id = ? AND kind = ? AND expires > ? ORDER BY key",
                 (self.app_id, kind, time.time()),
-            )
-            .fetchall()
-        )
+            ).fetchall()
         return {str(key): orjson.loads(data) for key, data in rows}
 
     def purge(self) -> None:

@@ -1,0 +1,266 @@
+"""SQLite-specific promises: apps sharing a file, lease recovery, expiry, info, operator actions."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynenc import Pynenc, PynencBuilder
+from pynenc.exceptions import InvocationKilledError, StalledInvocationError
+from pynenc.invocation import final_value
+from pynenc.models import CallSpec, Outcome, OutcomeKind
+from pynenc.status import InvocationStatus as S
+
+DONE = Outcome(OutcomeKind.SUCCESS, "j1")
+
+
+def sqlite_app(path: Path, app_id: str) -> Pynenc:
+    return PynencBuilder().app_id(app_id).sqlite(str(path)).logging_level("WARNING").build()
+
+
+def spec(invocation_id: str, running_key: str | None = None, registration_key: str | None = None) -> CallSpec:
+    return CallSpec(
+        invocation_id,
+        "tests.sqlite.task",
+        {"x": "j1"},
+        f"ck-{invocation_id}",
+        registration_key=registration_key,
+        running_key=running_key,
+    )
+
+
+def poll(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "backend.db"
+
+
+def test_two_apps_in_one_file_do_not_see_each_other(path: Path) -> None:
+    first, second = sqlite_app(path, "first"), sqlite_app(path, "second")
+    first.orchestrator.register([spec("same-id", running_key="k", registration_key="r"), spec("only-first")])
+    second.orchestrator.register([spec("same-id", running_key="k", registration_key="r")])
+    assert first.orchestrator.queue_depth() == 2 and second.orchestrator.queue_depth() == 1
+    # same registration key in the other app is another invocation
+    again = second.orchestrator.register([spec("other-id", registration_key="r")])
+    assert again[0].invocation_id == "same-id" and not again[0].created
+    # the same running key in both apps does not block across apps
+    assert [c.invocation_id for c in first.orchestrator.claim("runner-1", 1, 30)] == ["same-id"]
+    assert [c.invocation_id for c in second.orchestrator.claim("runner-2", 5, 30)] == ["same-id"]
+    assert second.orchestrator.get_status("same-id") is S.RUNNING
+    assert second.orchestrator.get_status("only-first") is None
+    first.state_backend.publish_info("runner", "r1", {"app": "first"}, 60)
+    assert second.state_backend.list_info("runner") == {}
+    first.purge()
+    assert first.orchestrator.status_counts() == {}
+    assert first.state_backend.list_info("runner") == {}
+    assert second.orchestrator.status_counts() == {S.RUNNING: 1}
+    assert second.orchestrator.finish("runner-2", "same-id", DONE)
+    assert final_value(second, "same-id") == 1
+    first.close()
+    second.close()
+
+
+def test_expired_leases_are_recovered_with_a_stall_counter(path: Path) -> None:
+    app = sqlite_app(path, "stalls")
+    orchestrator = app.orchestrator
+    orchestrator.register([spec("poison")])
+    for stall in (1, 2):
+        claimed = orchestrator.claim(f"runner-{stall}", 1, 0.0)  # the lease is over at once
+        assert [c.invocation_id for c in claimed] == ["poison"]
+        assert orchestrator.recover_expired(max_stalls=2) == ["poison"]
+        record = orchestrator.get_record("poison")
+        assert record is not None and record.stalls == stall and record.status is S.REROUTED
+        assert record.owner is None
+        # the runner that lost its lease can neither finish nor renew
+        assert not orchestrator.finish(f"runner-{stall}", "poison", DONE)
+        assert orchestrator.renew_leases(f"runner-{stall}", ["poison"], 30) == ["poison"]
+    orchestrator.claim("runner-3", 1, 0.0)
+    assert orchestrator.recover_expired(max_stalls=2) == ["poison"]
+    record = orchestrator.get_record("poison")
+    assert record is not None and record.status is S.FAILED and record.stalls == 3
+    history = [entry.status for entry in record.history]
+    assert history.count(S.RUNNING_RECOVERY) == 3 and history.count(S.REROUTED) == 2
+    with pytest.raises(StalledInvocationError, match="max_stalls=2"):
+        final_value(app, "poison")
+    assert orchestrator.queue_depth() == 0
+    app.close()
+
+
+def test_renewed_leases_are_not_recovered(path: Path) -> None:
+    app = sqlite_app(path, "renew")
+    orchestrator = app.orchestrator
+    orchestrator.register([spec("kept")])
+    orchestrator.claim("runner", 1, 0.0)
+    assert orchestrator.renew_leases("runner", ["kept"], 30) == []
+    assert orchestrator.recover_expired(max_stalls=3) == []
+    assert orchestrator.finish("runner", "kept", DONE)
+    app.close()
+
+
+def test_recovery_releases_the_running_key(path: Path) -> None:
+    app = sqlite_app(path, "keys")
+    orchestrator = app.orchestrator
+    orchestrator.register([spec("holder", running_key="k"), spec("parked", running_key="k")])
+    assert [c.invocation_id for c in orchestrator.claim("runner", 2, 0.0)] == ["holder"]
+    assert orchestrator.get_status("parked") is S.CONCURRENCY_CONTROLLED
+    orchestrator.recover_expired(max_stalls=3)
+    assert orchestrator.get_status("parked") is S.REROUTED
+    claimed = [c.invocation_id for c in orchestrator.claim("runner-2", 2, 30)]
+    assert claimed == ["holder"]  # the recovered one keeps its place; the other waits again
+    assert orchestrator.get_status("parked") is S.CONCURRENCY_CONTROLLED
+    assert orchestrator.finish("runner-2", "holder", DONE)
+    assert [c.invocation_id for c in orchestrator.claim("runner-2", 1, 30)] == ["parked"]
+    app.close()
+
+
+def _claim_then_hang(path: Path, claimed: Any) -> None:
+    app = sqlite_app(path, "killed")
+    app.orchestrator.claim("doomed-runner", 1, 0.5)
+    claimed.set()
+    while True:
+        time.sleep(1)
+
+
+def test_work_of_a_sigkilled_process_is_recovered(path: Path) -> None:
+    app = sqlite_app(path, "killed")
+    app.orchestrator.register([spec("orphan")])
+    context = multiprocessing.get_context("fork")
+    claimed = context.Event()
+    child = context.Process(target=_claim_then_hang, args=(path, claimed))
+    child.start()
+    try:
+        assert claimed.wait(30)
+        assert app.orchestrator.get_status("orphan") is S.RUNNING
+    finally:
+        os.kill(child.pid or 0, signal.SIGKILL)
+        child.join(10)
+    assert child.exitcode == -signal.SIGKILL
+    assert poll(lambda: app.orchestrator.recover_expired(max_stalls=3)) == ["orphan"]
+    assert [c.invocation_id for c in app.orchestrator.claim("survivor", 1, 30)] == ["orphan"]
+    assert app.orchestrator.finish("survivor", "orphan", DONE)
+    record = app.orchestrator.get_record("orphan")
+    assert record is not None and record.stalls == 1 and record.status is S.SUCCESS
+    app.close()
+
+
+def _register_from_child(path: Path, index: int) -> None:
+    app = sqlite_app(path, "forked")
+    app.orchestrator.register([spec(f"from-child-{index}")])
+
+
+def test_a_process_with_open_connections_can_fork_users_of_the_file(path: Path) -> None:
+    app = sqlite_app(path, "forked")
+    app.orchestrator.register([spec("from-parent")])  # the parent's connection is open
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=_register_from_child, args=(path, index)) for index in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(30)
+    assert [child.exitcode for child in children] == [0, 0]
+    assert app.orchestrator.get_status("from-child-1") is S.REGISTERED
+    assert app.orchestrator.queue_depth() == 3
+    app.close()
+
+
+def test_results_expire_after_result_ttl(path: Path) -> None:
+    app = sqlite_app(path, "ttl")
+    app.conf.result_ttl = 0.0
+    orchestrator = app.orchestrator
+    orchestrator.register([spec("short-lived"), spec("still-running")])
+    orchestrator.claim("runner", 2, 30)
+    orchestrator.finish("runner", "short-lived", DONE)
+    poll(lambda: orchestrator.recover_expired(3) == [] and orchestrator.get_status("short-lived") is None)
+    assert orchestrator.get_status("still-running") is S.RUNNING
+    app.close()
+
+
+def test_published_info_expires(path: Path) -> None:
+    app = sqlite_app(path, "info")
+    state = app.state_backend
+    state.publish_info("runner", "long", {"pid": 1}, 60)
+    state.publish_info("runner", "short", {"pid": 2}, 0.05)
+    state.publish_info("supervisor", "s", {"host": "h"}, 60)
+    assert state.list_info("runner") == {"long": {"pid": 1}, "short": {"pid": 2}}
+    poll(lambda: "short" not in state.list_info("runner"))
+    state.publish_info("runner", "long", {"pid": 3}, 60)
+    assert state.list_info("runner") == {"long": {"pid": 3}}
+    assert state.list_info("supervisor") == {"s": {"host": "h"}}
+    app.close()
+
+
+def test_kill_and_retry(path: Path) -> None:
+    app = sqlite_app(path, "operator")
+    orchestrator = app.orchestrator
+    orchestrator.register([spec("victim"), spec("running")])
+    assert orchestrator.kill("victim")
+    assert not orchestrator.kill("victim")
+    with pytest.raises(InvocationKilledError):
+        final_value(app, "victim")
+    assert [c.invocation_id for c in orchestrator.claim("runner", 5, 30)] == ["running"]
+    assert orchestrator.kill("running")
+    assert not orchestrator.finish("runner", "running", DONE)
+    assert orchestrator.retry("victim")
+    assert orchestrator.get_status("victim") is S.REROUTED
+    assert [c.invocation_id for c in orchestrator.claim("runner", 5, 30)] == ["victim"]
+    assert orchestrator.finish("runner", "victim", DONE)
+    assert not orchestrator.retry("victim")  # SUCCESS is final for good
+    app.close()
+
+
+def test_broker_inspection(path: Path) -> None:
+    app = sqlite_app(path, "broker")
+    app.orchestrator.register([spec("a"), spec("b"), spec("c")])
+    broker = app.broker
+    broker.add_priority("c", 2)
+    assert broker.peek(2) == [("c", 2), ("a", 0)]
+    assert broker.depth() == 3
+    broker.remove("a")
+    assert broker.pop() == "c"
+    broker.enqueue("a", 0, front=True)
+    assert [item for item, _ in broker.peek()] == ["a", "b"]
+    broker.purge()
+    assert broker.depth() == 0
+    app.close()
+
+
+def _finish_later(path: Path, ready: Any) -> None:
+    app = sqlite_app(path, "wake")
+    ready.wait(30)
+    claimed = app.orchestrator.claim("child", 1, 30)
+    app.orchestrator.finish("child", claimed[0].invocation_id, DONE)
+
+
+def test_wait_final_sees_a_finish_from_another_process(path: Path) -> None:
+    app = sqlite_app(path, "wake")
+    app.orchestrator.register([spec("awaited")])
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    child = context.Process(target=_finish_later, args=(path, ready))
+    child.start()
+    assert app.orchestrator.wait_final(["awaited"], 0.05) == set()
+    ready.set()
+    done: set[str] = set()
+    deadline = time.monotonic() + 30
+    while not done and time.monotonic() < deadline:
+        done = app.orchestrator.wait_final(["awaited"], 1.0)
+    child.join(30)
+    assert done == {"awaited"}
+    app.close()
