@@ -30,8 +30,10 @@ def build_logger(conf: ConfigPynenc, stream: TextIO | None = None, **context: An
     """A structlog logger for one app (or daemon), following its logging settings."""
     stream = stream or (sys.stdout if conf.logging_stream == "stdout" else sys.stderr)
     level = logging.getLevelNamesMapping()[conf.logging_level]
+    # WriteLogger writes line and newline in one call: runner processes share the stream,
+    # and print()'s two writes on an unbuffered stderr let their lines run together.
     logger = structlog.wrap_logger(
-        structlog.PrintLogger(stream),
+        structlog.WriteLogger(stream),
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
