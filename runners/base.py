@@ -101,8 +101,9 @@ class BaseRunner(ABC):
             if time.monotonic() >= next_recovery:
                 next_recovery = time.monotonic() + conf.recovery_interval
                 self.recover_now()
+        self.publish_info(started_at, ttl=0.0)  # stopped cleanly: gone at once, not shown as dead
 
-    def publish_info(self, started_at: float) -> None:
+    def publish_info(self, started_at: float, ttl: float | None = None) -> None:
         """Tell ``pynenc status runners`` we are alive (kind "runner"; outlives a lease so the dead show)."""
         data = {
             "runner_id": self.runner_id,
@@ -113,7 +114,8 @@ class BaseRunner(ABC):
             "runner_cls": type(self).__name__,
         }
         try:
-            self.app.state_backend.publish_info("runner", self.runner_id, data, 4 * self.app.conf.lease_seconds)
+            keep = 4 * self.app.conf.lease_seconds if ttl is None else ttl
+            self.app.state_backend.publish_info("runner", self.runner_id, data, keep)
         except Exception as exc:  # a backend hiccup must not kill the maintenance thread
             self.app.logger.warning("publishing runner info failed", runner_id=self.runner_id, error=str(exc))
 

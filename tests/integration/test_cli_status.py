@@ -223,6 +223,10 @@ def test_runners_published_by_a_real_runner_and_dead_ones_flagged(app: Pynenc) -
     finally:
         runner.stop_runner_loop()
         thread.join(10)
+    deadline = time.monotonic() + 10
+    while runner.runner_id in state.list_info("runner"):  # a clean stop unpublishes (poll with a deadline)
+        assert time.monotonic() < deadline, "a stopped runner is still listed"
+        time.sleep(0.02)
     rows = {row["runner_id"]: row for row in data["runners"]}
     live = rows[runner.runner_id]
     assert live["alive"] is True and live["pid"] == os.getpid() and live["runner_cls"] == "ThreadRunner"
