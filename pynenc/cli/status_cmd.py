@@ -54,6 +54,8 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print the d
 def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, count: int) -> None:
     """One screen: counts by status and task, queue, throughput, supervisors, slots and runners."""
     if ctx.invoked_subcommand is not None:
+        if watch:
+            raise click.UsageError("--watch refreshes the overview only: use `pynenc status --watch`")
         return
     app = ctx.obj.app
     if not watch:

@@ -68,3 +68,8 @@ def test_commands_are_listed_in_help() -> None:
     sub = CliRunner().invoke(build_cli(), ["status", "--help"])
     for command in ("invocation", "tasks", "runners", "graph", "render"):
         assert re.search(rf"^\s+{command}\s", sub.output, re.MULTILINE), command
+
+
+def test_watch_is_for_the_overview_only() -> None:
+    result = CliRunner().invoke(build_cli(), ["--app", "tests.cli_app.app", "status", "--watch", "tasks"])
+    assert result.exit_code == 2 and "--watch refreshes the overview only" in result.output
