@@ -67,7 +67,9 @@ class Worker:
     slot: int
     runner_id: str
     spawned_at: float
-    #: set once the supervisor asked it to stop; it is not counted in the pool any more
+    #: the supervisor asked it to stop; it is not counted in the pool any more
+    retiring: bool = False
+    #: SIGKILL when still alive at this time.monotonic() (None: no limit)
     retire_deadline: float | None = None
     term_sent_at: float | None = None
     timed_out: bool = False
@@ -253,7 +255,7 @@ class Arbiter:
         self.notifier.stopping(f"stopping: {len(self.workers)} runners finishing their invocations")
         self.log.info("warm shutdown", graceful_timeout=self.app.conf.graceful_timeout, runners=len(self.workers))
         for worker in list(self.workers.values()):
-            self._retire(worker, self.stop_deadline)
+            self._retire(worker, self.stop_deadline, signal.SIGTERM)
 
     def _cold_stop(self) -> None:
         self.stopping = True
@@ -266,8 +268,7 @@ class Arbiter:
         """SIGKILL every runner, reap it and give its invocations back."""
         for worker in self.workers.values():
             worker.killed = True
-            if worker.retire_deadline is None:
-                worker.retire_deadline = time.monotonic()
+            worker.retiring = True
             _signal(worker.pid, signal.SIGKILL)
         for pid in list(self.workers):
             worker = self.workers.pop(pid)
@@ -277,13 +278,19 @@ class Arbiter:
                 status = 1 << 8
             self._after_exit(worker, status)
 
-    def _retire(self, worker: Worker, deadline: float) -> None:
-        """Ask a runner to finish its invocation and exit by ``deadline`` (then SIGKILL)."""
-        if worker.retire_deadline is None or deadline < worker.retire_deadline:
+    def _retire(self, worker: Worker, deadline: float | None, signum: int = signal.SIGUSR1) -> None:
+        """Ask a runner to exit by ``deadline`` (then SIGKILL).
+
+        SIGUSR1 (scale down, reload, surplus): finish everything it holds, paused
+        invocations included, then exit.  SIGTERM (shutdown): finish the running
+        invocation, hand a paused one back, exit.
+        """
+        worker.retiring = True
+        if deadline is not None and (worker.retire_deadline is None or deadline < worker.retire_deadline):
             worker.retire_deadline = deadline
-        if worker.term_sent_at is None:
+        if signum == signal.SIGTERM or worker.term_sent_at is None:
             worker.term_sent_at = time.monotonic()
-            _signal(worker.pid, signal.SIGTERM)
+            _signal(worker.pid, signum)
 
     # ----- reload and scaling -------------------------------------------------------------
     def _reload(self) -> None:
@@ -354,7 +361,7 @@ class Arbiter:
             ids.update(r.invocation_id for r in orchestrator.iter_records(OWNED) if r.owner == worker.runner_id)
             if not ids:
                 return
-            stopped_by_us = worker.retire_deadline is not None and not worker.timed_out
+            stopped_by_us = worker.retiring and not worker.timed_out
             if stopped_by_us:
                 orchestrator.release(worker.runner_id, sorted(ids))
                 for invocation_id in sorted(ids):
@@ -401,13 +408,14 @@ class Arbiter:
                     task_id=slot.task_id or None,
                     silent_seconds=round(now - slot.heartbeat, 1),
                 )
+                worker.retiring = True  # a replacement is forked at once
                 worker.retire_deadline = min(worker.retire_deadline or mono + grace, mono + grace)
                 worker.term_sent_at = mono
                 _signal(worker.pid, signal.SIGTERM)
 
     # ----- pool size ----------------------------------------------------------------------
     def _converge(self) -> None:
-        active = [w for w in self.workers.values() if w.retire_deadline is None]
+        active = [w for w in self.workers.values() if not w.retiring]
         slots = {w.pid: self.table.read(w.slot) for w in active}
         paused = sum(1 for s in slots.values() if s.state in (SlotState.PAUSED, SlotState.RESUMING))
         desired = self.processes + min(paused, self.max_paused)
@@ -418,7 +426,7 @@ class Arbiter:
         if surplus > 0:
             idle = [w for w in sorted(active, key=lambda w: -w.spawned_at) if slots[w.pid].state is SlotState.IDLE]
             for worker in idle[:surplus]:
-                self._retire(worker, time.monotonic() + self.app.conf.graceful_timeout)
+                self._retire(worker, None)  # no deadline: a long invocation it took meanwhile may finish
 
     def _spawn(self) -> bool:
         try:

@@ -4,8 +4,10 @@
 with ``os._exit``, so the child never unwinds into the supervisor's stack).  The child:
 
 1. resets signals: SIGTERM asks for a warm stop (finish the current invocation, give back
-   a paused one, exit); SIGINT, SIGHUP, SIGTTIN, SIGTTOU are the supervisor's business and
-   ignored here; SIGQUIT keeps its default (immediate exit);
+   a paused one, exit); SIGUSR1 asks it to retire (finish what it holds, paused ones
+   included, and exit when idle: used for scale-down, reload and surplus runners);
+   SIGINT, SIGHUP, SIGTTIN, SIGTTOU are the supervisor's business and ignored here;
+   SIGQUIT keeps its default (immediate exit);
 2. asks the kernel for SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``), and checks
    the parent pid as well (the signal is lost if the parent died before the ``prctl``); an
    orphaned runner gets ``graceful_timeout`` seconds, then exits hard and its invocation is
@@ -109,6 +111,7 @@ def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> NoReturn:
 
 def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> int:
     stopping = threading.Event()
+    retire = threading.Event()
     pid = os.getpid()
     for fd in spec.close_fds:
         try:
@@ -126,7 +129,11 @@ def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> int:
         if os.getppid() != spec.supervisor_pid:
             _start_orphan_timer(spec.graceful_timeout)
 
+    def on_retire(signum: int, frame: FrameType | None) -> None:
+        retire.set()
+
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, on_retire)
     if os.getppid() != spec.supervisor_pid:  # the supervisor died before the prctl
         return EXIT_OK
 
@@ -142,9 +149,9 @@ def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> int:
         return EXIT_BOOT_ERROR
     log.info("runner started", runner_id=runner_id, mode=spec.mode, slot=spec.slot_index)
     if spec.mode == "threads":
-        code = _serve_threads(app, writer, spec, runner_id, stopping)
+        code = _serve_threads(app, writer, spec, runner_id, stopping, retire)
     else:
-        runner = SlotRunner(app, writer, spec, runner_id, stopping)
+        runner = SlotRunner(app, writer, spec, runner_id, stopping, retire)
         beat = threading.Thread(target=_heartbeat_loop, args=(writer, spec, stopping, None), daemon=True)
         beat.start()
         code = runner.serve()
@@ -197,11 +204,18 @@ class SlotRunner(BaseRunner):
     """Runs one invocation at a time in a pool process, holding a run permit while it executes."""
 
     def __init__(
-        self, app: Any, writer: SlotWriter, spec: WorkerSpec, runner_id: str, stopping: threading.Event
+        self,
+        app: Any,
+        writer: SlotWriter,
+        spec: WorkerSpec,
+        runner_id: str,
+        stopping: threading.Event,
+        retire: threading.Event,
     ) -> None:
         super().__init__(app)
         self.runner_id = runner_id
         self.stopping = stopping
+        self.retire = retire
         self.writer = writer
         self.spec = spec
         self.done = 0
@@ -213,6 +227,8 @@ class SlotRunner(BaseRunner):
         self.stopping.set()
 
     def _recycle_reason(self) -> str | None:
+        if self.retire.is_set():
+            return "asked to retire by the supervisor"
         if self.spec.max_tasks and self.done >= self.spec.max_tasks:
             return f"max_tasks_per_child={self.spec.max_tasks} reached"
         if self.spec.max_memory_mib and self.done:
@@ -305,7 +321,12 @@ class _CountingThreadRunner(ThreadRunner):
 
 
 def _serve_threads(
-    app: Any, writer: SlotWriter, spec: WorkerSpec, runner_id: str, stopping: threading.Event
+    app: Any,
+    writer: SlotWriter,
+    spec: WorkerSpec,
+    runner_id: str,
+    stopping: threading.Event,
+    retire: threading.Event,
 ) -> int:
     """MultiThreadRunner: a ThreadRunner loop in this process until SIGTERM or recycling."""
     runner = _CountingThreadRunner(app, spec, stopping)
@@ -316,6 +337,8 @@ def _serve_threads(
 
     def watch() -> None:
         while not stopping.wait(spec.heartbeat_interval):
+            if retire.is_set():
+                stopping.set()
             if spec.max_memory_mib and _rss() > spec.max_memory_mib * MIB:
                 app.logger.info("runner recycled", reason="max_memory_per_child", runner_id=runner_id)
                 stopping.set()

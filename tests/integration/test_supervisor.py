@@ -1,0 +1,92 @@
+"""The supervisor daemon end to end: real processes, real signals, SQLite and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynenc.status import InvocationStatus
+from tests.integration import test_supervisor_tasks as t
+
+S = InvocationStatus
+DaemonFactory = Callable[..., t.Daemon]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def env(backend: str, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    values = t.configure(backend, request)
+    yield values
+    t.app.purge()
+    t.app.reset_components()
+
+
+@pytest.fixture
+def daemon(env: dict[str, str], tmp_path: Path) -> Iterator[DaemonFactory]:
+    started: list[t.Daemon] = []
+
+    def start(*args: str, extra_env: dict[str, str] | None = None, **kwargs: Any) -> t.Daemon:
+        log = tmp_path / f"supervisor-{len(started)}.log"
+        process = t.Daemon({**env, **(extra_env or {})}, args, log, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def test_2000_invocations_with_two_processes_then_clean_exit_on_term(daemon: DaemonFactory) -> None:
+    sup = daemon("--processes", "2").ready()
+    invocations = list(t.add.parallelize([(i, i) for i in range(2000)]))
+    assert sorted(inv.get_result(120) for inv in invocations) == [2 * i for i in range(2000)]
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
+    assert len(sup.events_named("runner started")) >= 2
+    assert sup.events_named("supervisor stopped")[-1]["code"] == 0
+    done = [e for e in sup.events_named("invocation done")]
+    assert len(done) == 2000
+    assert all({"task_id", "invocation_id", "runner_pid"} <= set(e) for e in done)
+    assert {e["runner_pid"] for e in done} <= {e["runner_pid"] for e in sup.events_named("runner started")}
+
+
+def test_fan_out_completes_with_two_processes_never_more_than_two_running(daemon: DaemonFactory) -> None:
+    sup = daemon("--processes", "2", "--max-paused", "4").ready()
+    parents = list(t.parent.parallelize([(i,) for i in range(100)]))
+    assert [p.get_result(120) for p in parents] == [2 * i + 3 for i in range(100)]
+    ids = [p.invocation_id for p in parents]
+    children = [r.invocation_id for r in t.app.orchestrator.iter_records() if r.parent_invocation_id in set(ids)]
+    assert len(children) == 200
+    assert any(
+        entry.status is S.PAUSED for i in ids for entry in t.app.orchestrator.get_record(i).history  # type: ignore[union-attr]
+    ), "no parent ever paused: the test did not exercise slot handover"
+    assert t.max_executing_at_once(ids + children) <= 2
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+def test_sigkill_of_a_runner_mid_invocation_completes_on_another(daemon: DaemonFactory, tmp_path: Path) -> None:
+    sup = daemon("--processes", "2").ready()
+    marker = tmp_path / "started"
+    inv = t.slow(str(marker), 1.0)
+    victim = int(t.wait_until(lambda: marker.exists() and marker.read_text(), 20, "slow task to start"))
+    marker.unlink()
+    os.kill(victim, signal.SIGKILL)
+    assert inv.get_result(60) != victim  # finished, on another runner process
+    record = t.app.orchestrator.get_record(inv.invocation_id)
+    assert record is not None and record.status is S.SUCCESS and record.stalls == 1
+    assert S.RUNNING_RECOVERY in [h.status for h in record.history]
+    warnings = sup.events_named("runner killed by SIGKILL (perhaps out of memory)")
+    assert [w["runner_pid"] for w in warnings] == [victim]
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
