@@ -35,13 +35,13 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from pynenc.exceptions import BackendUnavailableError, InvocationStatusTransitionError
+from pynenc.exceptions import BackendUnavailableError, ConfigurationError, InvocationStatusTransitionError
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
 
 SCRIPT_DIR = Path(__file__).parent / "orchestrator"
-CLUSTER_SCHEME = "redis+cluster"
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _KEY_ITEM = re.compile(r"KEYS\[(\d+)\]\s+(\w+)")
 _ERROR_LINE = re.compile(r"PYNENC (-\d+) (\S+) (\S+) (\S+)")
 _warned_policy: set[str] = set()
@@ -120,12 +120,27 @@ class RedisConnection:
         self.url = url
         if retry_seconds is not None:
             self.retry_seconds = retry_seconds
-        self.is_cluster = url.startswith(CLUSTER_SCHEME + "://")
+        scheme = urlsplit(url).scheme
+        self.is_cluster = scheme in CLUSTER_SCHEMES
+        self.tls = scheme.startswith("rediss")
+        if scheme not in ("redis", "rediss", "unix", *CLUSTER_SCHEMES):
+            raise ConfigurationError(
+                f"redis_url {redact(url)!r}: unknown scheme {scheme!r}; use redis://, rediss://, "
+                "redis+cluster:// or rediss+cluster://"
+            )
         self.scripts = load_scripts()
         self._pid = -1
         self._client: Any = None
         self._lock = threading.Lock()
         self._watchers: dict[str, FinalWatcher] = {}
+        _live.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's sockets, threads and possibly held lock are not ours: start afresh.
+        self._lock = threading.Lock()
+        self._client = None
+        self._pid = -1
+        self._watchers = {}
 
     def redacted_url(self) -> str:
         return redact(self.url)
@@ -143,7 +158,9 @@ class RedisConnection:
             return redis.cluster.RedisCluster(
                 host=parts.hostname or "localhost",
                 port=parts.port or 6379,
+                username=parts.username or None,
                 password=parts.password,
+                ssl=self.tls,
                 **common,
             )
         return redis.Redis.from_url(self.url, health_check_interval=15, **common)
@@ -158,7 +175,12 @@ class RedisConnection:
         if self.is_cluster:
             parts = urlsplit(self.url)
             return redis.Redis(
-                host=parts.hostname or "localhost", port=parts.port or 6379, password=parts.password, **options
+                host=parts.hostname or "localhost",
+                port=parts.port or 6379,
+                username=parts.username or None,
+                password=parts.password,
+                ssl=self.tls,
+                **options,
             )
         return redis.Redis.from_url(self.url, **options)
 
@@ -358,6 +380,18 @@ class FinalWatcher:
         """Ask the thread to end (within a second; it is a daemon, so nobody waits for it)."""
         self._stopping.set()
 
+
+_live: weakref.WeakSet[RedisConnection] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    global _by_app_lock
+    _by_app_lock = threading.Lock()
+    for connection in list(_live):
+        connection._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 _by_app: weakref.WeakKeyDictionary[Any, RedisConnection] = weakref.WeakKeyDictionary()
 _by_app_lock = threading.Lock()

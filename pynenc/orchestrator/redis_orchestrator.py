@@ -117,6 +117,8 @@ class RedisOrchestrator(BaseOrchestrator):
 
     def finish(self, runner_id: str, invocation_id: str, outcome: Outcome) -> bool:
         done = int(self._run("finish", runner_id, invocation_id, outcome.kind.value, outcome.payload)) == 1
+        if not done and self._finished_by(runner_id, invocation_id, outcome):
+            return True  # our first attempt was applied; only its reply was lost (Redis went away)
         if not done:
             log.warning(
                 "finish of invocation %s by runner %s rejected: the runner no longer holds its lease",
@@ -124,6 +126,13 @@ class RedisOrchestrator(BaseOrchestrator):
                 runner_id,
             )
         return done
+
+    def _finished_by(self, runner_id: str, invocation_id: str, outcome: Outcome) -> bool:
+        record = self.state.get_record(invocation_id)
+        if record is None or not record.history:
+            return False
+        last = record.history[-1]
+        return last.status is outcome.status and last.runner_id == runner_id
 
     def wait(self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str]) -> bool:
         cycle = "1" if self.app.conf.cycle_control else "0"

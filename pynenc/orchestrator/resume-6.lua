@@ -3,6 +3,8 @@
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
 -- Returns: 1 resumed; 0 the runner no longer owns the paused invocation.
 local runner, id = ARGV[3], ARGV[4]
+-- Already RESUMED by this runner: a retried call whose first reply was lost.
+if owned_by(runner, id, {RESUMED=true}) then return 1 end
 if not owned_by(runner, id, {PAUSED=true}) then return 0 end
 drop_waits(id)
 move(id, 'RESUMED', runner)

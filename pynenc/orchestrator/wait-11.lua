@@ -5,13 +5,15 @@
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
 -- ARGV[5] "1" when cycle control is on  ARGV[6..] awaited ids
 -- Returns: {0} nothing recorded (waiter not owned, or everything awaited is final);
---          {1} edges recorded, awaited re-prioritised, waiter PAUSED;
+--          {1} edges recorded, awaited re-prioritised, waiter PAUSED (or it already was);
 --          {-10, awaited id, fail_child, chain ids...} a cycle: nothing recorded; the chain
 --          runs from the outermost waiter down to the waiter. fail_child = 1 when the awaited
 --          one is a fresh REGISTERED repeat created by the waiter: it was taken off the queue and
 --          ended FAILED here (so it can never run and recurse) with a provisional CycleDetectedError
 --          naming ids only; the caller replaces that error with the readable one (fail script).
 local runner, waiter = ARGV[3], ARGV[4]
+-- Already PAUSED by this runner: a retried call whose first reply was lost; it was recorded.
+if owned_by(runner, waiter, {PAUSED=true}) then return {1} end
 if not owned_by(runner, waiter, {RUNNING=true, RESUMED=true}) then return {0} end
 local pending = {}
 for i = 6, #ARGV do

@@ -17,6 +17,7 @@ import pytest
 from pynenc import Pynenc
 from pynenc.exceptions import (
     BackendUnavailableError,
+    ConfigurationError,
     InvocationKilledError,
     SerializationError,
     StalledInvocationError,
@@ -378,3 +379,33 @@ def test_python_passes_each_script_the_keys_its_header_declares(rapp: Pynenc, st
     for name, passed in calls:
         header = scripts[name].key_names
         assert passed == keys.keys(header), f"{name}: KEYS passed {passed} differ from its header {header}"
+
+
+def test_transitions_retried_after_a_lost_reply_are_idempotent(rapp: Pynenc) -> None:
+    # When Redis goes away after running a script but before its reply arrives, the client
+    # sends the same call again: it must report what the first call did, not refuse.
+    orchestrator = orchestrator_of(rapp)
+    parent, child = spec(), spec()
+    orchestrator.register([parent, child])
+    [claimed] = orchestrator.claim("runner-a", 1, 30)
+    assert claimed.invocation_id == parent.invocation_id
+    assert orchestrator.wait("runner-a", parent.invocation_id, [child.invocation_id])
+    assert orchestrator.wait("runner-a", parent.invocation_id, [child.invocation_id])
+    record = orchestrator.get_record(child.invocation_id)
+    assert record is not None and record.waited_by == [parent.invocation_id]
+    assert orchestrator.broker.peek(1) == [(child.invocation_id, 1)]
+    orchestrator.resume("runner-a", parent.invocation_id)
+    orchestrator.resume("runner-a", parent.invocation_id)
+    outcome = Outcome(OutcomeKind.SUCCESS, encode_json(1))
+    assert orchestrator.finish("runner-a", parent.invocation_id, outcome)
+    assert orchestrator.finish("runner-a", parent.invocation_id, outcome)
+    assert not orchestrator.finish("runner-b", parent.invocation_id, outcome)
+    record = orchestrator.get_record(parent.invocation_id)
+    assert record is not None and [h.status for h in record.history].count(S.SUCCESS) == 1
+
+
+def test_unknown_url_scheme_is_a_configuration_error() -> None:
+    target = configure(Pynenc(app_id="scheme"), "http://:pw@localhost:6379/0")
+    with pytest.raises(ConfigurationError, match=r"unknown scheme 'http'.*redis\+cluster://") as raised:
+        target.orchestrator
+    assert "pw" not in str(raised.value)

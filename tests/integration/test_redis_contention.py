@@ -7,6 +7,7 @@ scripts really race inside Redis).
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import threading
 import time
@@ -118,3 +119,40 @@ def test_running_concurrency_keys_never_overlap_with_four_claimers(capp: Pynenc)
     rerouted = [r for r in orchestrator.iter_records() if S.CONCURRENCY_CONTROLLED in [h.status for h in r.history]]
     assert rerouted, "the claimers never raced for a key: the test did not exercise concurrency control"
     assert len({runner for *_, runner in spans}) > 1
+
+
+def _claim_in_child(target: Pynenc, number: int, out: Any) -> None:
+    """Runs in a forked process: the parent's connection must not be reused here."""
+    orchestrator = orchestrator_of(target)
+    mine = []
+    idle_rounds = 0
+    while idle_rounds < 3:
+        claimed = orchestrator.claim(f"proc-{number}", 4, 60)
+        if not claimed:
+            idle_rounds += 1
+            orchestrator.wait_for_work(0.05)
+            continue
+        idle_rounds = 0
+        for item in claimed:
+            mine.append(item.invocation_id)
+            orchestrator.finish(f"proc-{number}", item.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"))
+    out.put(mine)
+
+
+def test_forked_processes_claim_through_their_own_connections(capp: Pynenc) -> None:
+    orchestrator = orchestrator_of(capp)
+    calls = [spec(TASK, arguments={"x": encode_json(i)}) for i in range(400)]
+    orchestrator.register(calls)
+    assert orchestrator.queue_depth() == 400  # the parent's connection is live before the fork
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    children = [context.Process(target=_claim_in_child, args=(capp, i, out)) for i in range(4)]
+    for child in children:
+        child.start()
+    claimed = [out.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(30)
+        assert child.exitcode == 0
+    everything = [i for part in claimed for i in part]
+    assert sorted(everything) == sorted(c.invocation_id for c in calls)
+    assert orchestrator.status_counts() == {S.SUCCESS: 400}
