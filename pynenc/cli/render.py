@@ -110,7 +110,7 @@ def overview(data: dict[str, Any]) -> RenderableType:
         f"  backend {data['backend']}  at {clock(data['generated_at'])}\n",
         f"queue depth {queue['depth']}  oldest waiting {duration(queue['oldest_waiting_age'])}",
         f" ({queue['oldest_waiting_id']})" if queue["oldest_waiting_id"] else "",
-        f"  throughput {throughput['finished']} finished in the last {throughput['window_seconds']:g}s",
+        f"\nthroughput {throughput['finished']} finished in the last {throughput['window_seconds']:g}s",
         f" ({throughput['per_second']:g}/s)  failed in the last hour {data['failed_last_hour']}",
     )
     counts = _table("by status", "status", "count")
@@ -119,6 +119,11 @@ def overview(data: dict[str, Any]) -> RenderableType:
             counts.add_row(status_text(status), str(count))
     counts.add_row(Text("total", style="bold"), str(data["total"]))
     parts: list[RenderableType] = [head, counts]
+    if queue["next"]:
+        upcoming = _table("next in the queue", "invocation", "task", "priority")
+        for row in queue["next"]:
+            upcoming.add_row(row["invocation_id"], row["task_id"] or "-", str(row["priority"]))
+        parts.append(upcoming)
     if data["tasks"]:
         per_task = _table("tasks", "task", "queued", "running", "paused", "succeeded", "failed 1h")
         for row in data["tasks"]:
