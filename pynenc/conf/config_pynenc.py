@@ -158,7 +158,13 @@ class ConfigPynenc(ConfigBase):
         parse_int, 0, "Recycle a runner whose RSS exceeds this many MiB, between invocations (0: never).", "supervisor"
     )
     # --- redis ---
-    redis_url = Setting(parse_optional_str, None, "Redis URL (redis:// or rediss://); overrides host/port/db.", "redis")
+    redis_url = Setting(
+        parse_optional_str,
+        None,
+        "Redis URL: redis://, rediss:// (TLS), redis+cluster:// or rediss+cluster:// (any node of a Redis Cluster); "
+        "overrides host/port/db. See docs/redis.md.",
+        "redis",
+    )
     redis_host = Setting(parse_str, "localhost", "Redis host.", "redis")
     redis_port = Setting(parse_int, 6379, "Redis port.", "redis")
     redis_db = Setting(parse_int, 0, "Redis database number.", "redis")

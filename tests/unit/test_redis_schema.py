@@ -122,3 +122,12 @@ def test_url_from_host_settings() -> None:
     assert url_from_settings(conf) == "rediss://:pw@cache:6390/3"
     conf = ConfigPynenc(config_values={"redis_url": "redis://elsewhere:1/0", "redis_host": "ignored"})
     assert url_from_settings(conf) == "redis://elsewhere:1/0"
+
+
+def test_docs_key_table_lists_every_key() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "redis.md").read_text()
+    table = docs.split("## Key schema", 1)[1].split("\n## ", 1)[0]
+    documented = set(
+        re.findall(r"`(\w+)`", "\n".join(line.split("|")[1] for line in table.splitlines() if line.startswith("| `")))
+    )
+    assert documented == set(KEY_NAMES)
