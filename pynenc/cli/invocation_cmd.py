@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from pynenc.cli.status_cmd import emit_json
+from pynenc.cli.status_cmd import emit_json, operator_app
 from pynenc.exceptions import InvocationNotFoundError
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print the documented JSON document instead.")
@@ -52,7 +52,7 @@ def kill(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
 
 
 def _act(ctx: click.Context, action: str, invocation_id: str, as_json: bool) -> None:
-    orchestrator = ctx.obj.app.orchestrator
+    orchestrator = operator_app(ctx).orchestrator
     before = orchestrator.get_status(invocation_id)
     if before is None:
         raise InvocationNotFoundError(f"invocation {invocation_id} not found")
@@ -82,7 +82,7 @@ def _act(ctx: click.Context, action: str, invocation_id: str, as_json: bool) -> 
 @click.pass_context
 def purge(ctx: click.Context, yes: bool, as_json: bool) -> None:
     """Remove every invocation, result and queue entry of this app (and only this app)."""
-    app = ctx.obj.app
+    app = operator_app(ctx)
     removed = sum(app.orchestrator.status_counts().values())
     if not yes:
         if not _stdin_is_terminal():

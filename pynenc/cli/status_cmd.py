@@ -26,6 +26,31 @@ from pynenc.cli import render, snapshot
 FORMATS = ("text", "dot", "svg")
 
 
+def operator_app(ctx: click.Context) -> Any:
+    """The ``--app``, seen from a process other than its runners' (an operator's terminal).
+
+    An app left on the memory default is read from the SQLite file ``pynenc-supervisor``
+    uses for it (:meth:`Pynenc.use_shared_backend_default`), so ``pynenc status`` run where
+    the supervisor runs sees its work. An app put on the memory backend on purpose keeps its
+    invocations inside its own process: say so rather than show an empty system.
+    """
+    app = ctx.obj.app
+    if ctx.meta.get("pynenc.operator_app_checked"):
+        return app
+    ctx.meta["pynenc.operator_app_checked"] = True
+    switch = getattr(app, "use_shared_backend_default", None)
+    setting = switch() if callable(switch) else None
+    if setting:
+        click.echo(f"pynenc: no backend configured for app {app.app_id}; reading {setting}", err=True)
+    elif snapshot.backend_family(app) == "mem":
+        click.echo(
+            f"pynenc: app {app.app_id} uses the memory backend: only this process's invocations are "
+            "visible; configure redis_url or sqlite_db_path to see what runners elsewhere do",
+            err=True,
+        )
+    return app
+
+
 def emit_json(data: Any, compact: bool = False) -> None:
     if compact:
         click.echo(json.dumps(data, sort_keys=True, separators=(",", ":")))
@@ -57,7 +82,7 @@ def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, coun
         if watch:
             raise click.UsageError("--watch refreshes the overview only: use `pynenc status --watch`")
         return
-    app = ctx.obj.app
+    app = operator_app(ctx)
     if not watch:
         data = snapshot.overview(app, time.time())
         if as_json:
@@ -108,7 +133,7 @@ def invocation(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
 
     An unknown id is reported as not found (exit code 1), never as pending.
     """
-    data = snapshot.invocation(ctx.obj.app, invocation_id, time.time())
+    data = snapshot.invocation(operator_app(ctx), invocation_id, time.time())
     if _wants_json(ctx, as_json):
         emit_json(data)
     else:
@@ -120,7 +145,7 @@ def invocation(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
 @click.pass_context
 def tasks(ctx: click.Context, as_json: bool) -> None:
     """Every task of the app or seen in the backend, with its options and counts by status."""
-    data = snapshot.tasks(ctx.obj.app, time.time())
+    data = snapshot.tasks(operator_app(ctx), time.time())
     if _wants_json(ctx, as_json):
         emit_json(data)
     else:
@@ -132,7 +157,7 @@ def tasks(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def runners(ctx: click.Context, as_json: bool) -> None:
     """Every published supervisor (with its slots) and runner, with heartbeat ages; dead ones flagged."""
-    data = snapshot.runners(ctx.obj.app, time.time())
+    data = snapshot.runners(operator_app(ctx), time.time())
     if _wants_json(ctx, as_json):
         emit_json(data)
     else:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
 from click.testing import CliRunner
 
+from pynenc import Pynenc
 from pynenc.cli import render
 from pynenc.cli.main import build_cli
 from tests.cli_helpers import SCHEMA_PATH, schema_for
@@ -73,3 +78,57 @@ def test_commands_are_listed_in_help() -> None:
 def test_watch_is_for_the_overview_only() -> None:
     result = CliRunner().invoke(build_cli(), ["--app", "tests.cli_app.app", "status", "--watch", "tasks"])
     assert result.exit_code == 2 and "--watch refreshes the overview only" in result.output
+
+
+DEFAULT_BACKEND_APP = """
+from pynenc import Pynenc
+app = Pynenc(app_id="{app_id}")
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory with opsdefault.py (no backend configured), as an operator's working copy."""
+    (tmp_path / "opsdefault.py").write_text(DEFAULT_BACKEND_APP.format(app_id="ops-default"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in list(os.environ):
+        if name.startswith("PYNENC"):
+            monkeypatch.delenv(name)
+    sys.modules.pop("opsdefault", None)
+    yield tmp_path
+    module = sys.modules.pop("opsdefault", None)
+    if module is not None:
+        module.app.close()
+
+
+def test_app_on_the_default_backend_is_read_from_the_supervisors_sqlite_file(project: Path) -> None:
+    # What pynenc-supervisor does with the same app from this directory: write to <app_id>.db.
+    writer = Pynenc(app_id="ops-default")
+    writer.use_shared_backend_default()
+    assert writer.conf.sqlite_db_path and Path(writer.conf.sqlite_db_path).parent == project
+    tasks = importlib.import_module("opsdefault")  # the app the CLI loads: still on the default
+    spec = tasks.add.make_call({"x": 1, "y": 2})
+    writer.orchestrator.register([spec])
+    writer.close()
+
+    result = CliRunner().invoke(build_cli(), ["--app", "opsdefault.app", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "no backend configured for app ops-default; reading PYNENC__SQLITE_DB_PATH=" in result.stderr
+    data = json.loads(result.stdout)
+    assert data["backend"] == "sqlite" and data["status_counts"]["REGISTERED"] == 1
+
+
+def test_memory_backend_on_purpose_is_flagged(project: Path) -> None:
+    (project / "opsmem.py").write_text(
+        DEFAULT_BACKEND_APP.format(app_id="ops-mem") + "\napp.conf.orchestrator_cls = 'MemOrchestrator'\n"
+    )
+    sys.modules.pop("opsmem", None)
+    result = CliRunner().invoke(build_cli(), ["--app", "opsmem.app", "status", "tasks"])
+    assert result.exit_code == 0, result.output
+    assert "uses the memory backend: only this process's invocations are visible" in result.stderr
+    sys.modules.pop("opsmem", None)
