@@ -3,6 +3,7 @@
     python -m bench setup [--peers celery,rq]
     python -m bench run [--quick] [--peers celery,rq] [--no-pynenc] [--out DIR]
                         [--count N] [--repeats R] [--no-floor]
+    python -m bench publish DIR     # a run's table and chart into docs/benchmarks.md
 
 ``run`` creates missing peer virtualenvs first (as ``setup`` does), starts one
 private redis-server, measures the redis-benchmark floor, runs every scenario
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -46,7 +48,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--count", type=int, help="cap every task count (tiny smoke runs)")
     run.add_argument("--repeats", type=int, help="repeats per scenario (default 3)")
     run.add_argument("--no-floor", action="store_true", help="skip the redis-benchmark floor")
+    publish = sub.add_parser("publish", help="put a run's results into docs/benchmarks.md")
+    publish.add_argument("results", type=Path, help="a results folder written by `run`")
     return parser.parse_args(argv)
+
+
+DOC = REPO_ROOT / "docs" / "benchmarks.md"
+DOC_CHART = REPO_ROOT / "docs" / "benchmarks-chart.png"
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+
+
+def publish(results: Path) -> int:
+    """Replace the results section of docs/benchmarks.md with a run's (never hand-written numbers)."""
+    try:
+        document = json.loads((results / report.JSON_NAME).read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{results}: no readable {report.JSON_NAME} ({exc})") from exc
+    text = DOC.read_text()
+    if START not in text or END not in text:
+        raise BenchError(f"{DOC} lacks the markers {START} ... {END}")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    section = report.summary_markdown(document)
+    DOC.write_text(f"{head}{START}\n{section}\n![chart]({DOC_CHART.name})\n{END}{tail}")
+    shutil.copyfile(results / report.CHART_NAME, DOC_CHART)
+    print(f"[bench] {DOC} and {DOC_CHART} updated from {results}")
+    return 0
 
 
 def machine() -> dict[str, Any]:
@@ -100,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             "redis_version": server.version(),
             "git_commit": git_commit(),
             "systems": [s.name for s in specs],
+            # Other work on the machine skews every number: say how busy it was.
+            "load_average_before": [round(v, 2) for v in os.getloadavg()],
         }
         print(f"[bench] redis-server {meta['redis_version']} on {server.url}; sizes {sizes.as_dict()}", flush=True)
         floor: dict[str, Any] | None = None
@@ -117,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[bench] --- {spec.name} ({spec.notes}) ---", flush=True)
             systems[spec.name] = run_system(spec, server.url, sizes, log_dir)
     meta["seconds"] = round(time.monotonic() - t0, 1)
+    meta["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     document = report.build(meta, sizes.as_dict(), systems, floor)
     paths = report.write(document, out_dir)
     print()
@@ -132,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             ensure_all(select(args.peers, include_pynenc=False))
             print("[setup] virtualenvs ready under bench/.venvs")
             return 0
+        if args.command == "publish":
+            return publish(args.results)
         return run(args)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)

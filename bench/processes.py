@@ -22,6 +22,9 @@ import psutil
 from bench.registry import REDIS_URL_ENV, REPO_ROOT, BenchError, SystemSpec
 
 STOP_TIMEOUT = 15.0
+# Workers get this long to exit on SIGTERM before their group is SIGKILLed. Not a
+# measure: the results are in by then; the JSON says whether a kill was needed.
+WORKER_STOP_GRACE = 5.0
 MARKER = "@@BENCH "
 
 
@@ -43,17 +46,21 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "<no log>"
 
 
-def _stop_group(proc: subprocess.Popen[Any], deadline: float) -> None:
-    """SIGTERM the process group of ``proc`` (its own session), SIGKILL after the deadline."""
+def _stop_group(proc: subprocess.Popen[Any], deadline: float) -> bool:
+    """SIGTERM the process group of ``proc`` (its own session), SIGKILL after the deadline.
+
+    Returns True when ``proc`` exited on SIGTERM alone.
+    """
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+    clean = True
     try:
         proc.wait(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        pass
+        clean = False
     # Forked children may outlive their parent: the group goes in any case.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -61,6 +68,7 @@ def _stop_group(proc: subprocess.Popen[Any], deadline: float) -> None:
         pass
     if proc.poll() is None:
         proc.wait(timeout=STOP_TIMEOUT)
+    return clean
 
 
 class WorkerPool:
@@ -115,11 +123,13 @@ class WorkerPool:
                 continue
         return list(found.values())
 
-    def stop(self) -> None:
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in self.procs:
-            _stop_group(proc, deadline)
+    def stop(self) -> dict[str, Any]:
+        """Stop every worker; how long it took and whether SIGKILL was needed."""
+        started = time.monotonic()
+        deadline = started + WORKER_STOP_GRACE
+        clean = [_stop_group(proc, deadline) for proc in self.procs]
         self.procs = []
+        return {"seconds": round(time.monotonic() - started, 2), "killed": not all(clean)}
 
 
 def idle_cost(pool: WorkerPool, window: float) -> dict[str, Any]:

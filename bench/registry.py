@@ -107,7 +107,15 @@ def _pynenc(bin_dir: Path, url: str) -> list[list[str]]:
 SYSTEMS: dict[str, SystemSpec] = {
     spec.name: spec
     for spec in (
-        SystemSpec("pynenc", (), "bench.peers.pynenc_app", _pynenc, "pynenc-supervisor --processes 2"),
+        SystemSpec(
+            "pynenc",
+            (),
+            "bench.peers.pynenc_app",
+            _pynenc,
+            "pynenc-supervisor --processes 2",
+            # Warnings only, as the peers run (celery -l WARNING, rq -q, huey -q).
+            extra_env={"PYNENC__LOGGING_LEVEL": "warning"},
+        ),
         SystemSpec(
             "celery",
             ("celery[redis]==5.7.0",),

@@ -227,3 +227,35 @@ def chart(document: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def summary_markdown(document: dict[str, Any]) -> str:
+    """The docs section of a run: when, on what, with which versions, the table."""
+    meta = document.get("meta", {})
+    machine = meta.get("machine", {})
+    sizes = document.get("sizes", {})
+    lines = [
+        f"Run `{meta.get('command', 'python -m bench run')}` ({meta.get('mode', '?')} mode), "
+        f"started {meta.get('started', '?')}, took {meta.get('seconds', '?')} s, "
+        f"at commit {meta.get('git_commit', '?')}.",
+        "",
+        f"- Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {machine.get('memory', '?')}, "
+        f"{machine.get('os', '?')}, Python {machine.get('python', '?')}, "
+        f"redis-server {meta.get('redis_version', '?')}.",
+        f"- Load average (1, 5, 15 min) before: {meta.get('load_average_before')}, "
+        f"after: {meta.get('load_average_after')} (other work shared the machine).",
+        f"- Sizes: {sizes.get('repeats')} repeats; enqueue {sizes.get('enqueue_n')} tasks; throughput "
+        f"{sizes.get('drain_n')} tasks; latency {sizes.get('latency_n')} calls; fan-out "
+        f"{sizes.get('fanout_parents')} x {sizes.get('fanout_children')} (deadline {sizes.get('fanout_timeout')} s); "
+        f"idle window {sizes.get('idle_window')} s.",
+    ]
+    for name, system in document.get("systems", {}).items():
+        versions = ", ".join(_main_versions(name, system.get("versions", [])))
+        lines.append(f"- {name}: {system.get('worker', '')}; {versions}")
+    lines += ["", "Cells: median (min–max) over the repeats.", "", document.get("table", "").rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def _main_versions(name: str, frozen: list[str]) -> list[str]:
+    wanted = {name, "redis", "kombu"}
+    return [line for line in frozen if line.split("==")[0].lower() in wanted] or frozen[:3]

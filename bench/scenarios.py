@@ -47,7 +47,7 @@ class Sizes:
     fanout_timeout: float = 120.0
     idle_window: float = 10.0
     warmup_n: int = 200
-    drain_timeout: float = 600.0
+    drain_timeout: float = 1800.0
     startup_timeout: float = 90.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,14 +55,16 @@ class Sizes:
 
 
 FULL = Sizes()
+# Small enough for all six systems in under 2 minutes on 2 cores; the slowest
+# peers set the pace (RQ forks a process per job, arq polls its queue every 0.5 s).
 QUICK = Sizes(
-    enqueue_n=300,
-    drain_n=600,
-    latency_n=40,
+    enqueue_n=200,
+    drain_n=150,
+    latency_n=10,
     fanout_parents=20,
-    fanout_timeout=6.0,
-    idle_window=1.0,
-    warmup_n=20,
+    fanout_timeout=3.0,
+    idle_window=0.5,
+    warmup_n=10,
     drain_timeout=60.0,
 )
 
@@ -108,6 +110,7 @@ class SystemRun:
         self.notes: dict[str, str] = {}
         self.raw: dict[str, Any] = {}
         self.batch_api: str | None = None
+        self.started = time.monotonic()
 
     # -- bookkeeping --------------------------------------------------------- #
 
@@ -118,7 +121,7 @@ class SystemRun:
         self.notes.setdefault(metric, " ".join(text.split()))  # one line, for the table
 
     def log(self, text: str) -> None:
-        print(f"[{self.spec.name}] {text}", flush=True)
+        print(f"[{self.spec.name} +{time.monotonic() - self.started:.1f}s] {text}", flush=True)
 
     def ask(self, client: Client, op: str, deadline: float, **args: Any) -> dict[str, Any]:
         """One client request; ``deadline`` is the scenario's own, the harness adds a margin."""
@@ -140,6 +143,7 @@ class SystemRun:
             pool = WorkerPool(self.spec, self.redis_url, self.log_dir / f"{self.spec.name}-workers.log")
             pool.start()
             self.warmup(client, pool)
+            self.log("workers started and warm")
             self.guard("latency_p50_ms", lambda: self.latency(client, pool))
             self.guard("throughput_per_s", lambda: self.drain(client, pool))
             self.guard("idle_cpu_percent", lambda: self.idle(pool))
@@ -151,9 +155,12 @@ class SystemRun:
                     self.note(metric, f"error: {_first_line(exc)}")
         finally:
             if pool is not None:
-                pool.stop()
+                self.raw["stop"] = stopped = pool.stop()
+                if stopped["killed"]:
+                    self.log(f"workers ignored SIGTERM for {stopped['seconds']}s: SIGKILLed")
             client.close()
             flush(self.redis_url)
+            self.log("stopped")
         return self.result()
 
     def guard(self, metric: str, scenario: Any) -> None:
