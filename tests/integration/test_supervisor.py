@@ -4,46 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from pynenc.status import InvocationStatus
 from tests.integration import test_supervisor_tasks as t
+from tests.integration.test_supervisor_tasks import (  # noqa: F401  (fixtures)
+    DaemonFactory,
+    backend_fixture,
+    daemon_fixture,
+    env_fixture,
+)
 
 S = InvocationStatus
-DaemonFactory = Callable[..., t.Daemon]
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture
-def env(backend: str, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    values = t.configure(backend, request)
-    yield values
-    t.app.purge()
-    t.app.reset_components()
-
-
-@pytest.fixture
-def daemon(env: dict[str, str], tmp_path: Path) -> Iterator[DaemonFactory]:
-    started: list[t.Daemon] = []
-
-    def start(*args: str, extra_env: dict[str, str] | None = None, **kwargs: Any) -> t.Daemon:
-        log = tmp_path / f"supervisor-{len(started)}.log"
-        process = t.Daemon({**env, **(extra_env or {})}, args, log, **kwargs)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.close()
 
 
 def test_2000_invocations_with_two_processes_then_clean_exit_on_term(daemon: DaemonFactory) -> None:

@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from pynenc import Pynenc
 from pynenc.status import InvocationStatus
@@ -79,7 +80,7 @@ def hog(mib: int) -> int:
 
 
 # ----- harness ------------------------------------------------------------------------------
-def configure(backend: str, request: Any) -> dict[str, str]:
+def configure(backend: str, request: Any, app: Pynenc = app) -> dict[str, str]:
     """Point ``app`` at a fresh app id on ``backend``; return the env the daemon needs for the same."""
     app.conf.app_id = f"sv-{uuid.uuid4().hex[:10]}"
     app.conf.dev_mode_force_sync_tasks = False
@@ -165,10 +166,18 @@ class Daemon:
         return self
 
     def runner_pids(self) -> set[int]:
+        """Live runner processes (children other than multiprocessing's resource tracker)."""
+        pids = set()
         try:
-            return {c.pid for c in psutil.Process(self.pid).children() if c.status() != psutil.STATUS_ZOMBIE}
+            for child in psutil.Process(self.pid).children():
+                try:
+                    if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                        pids.add(child.pid)
+                except psutil.NoSuchProcess:
+                    pass
         except psutil.NoSuchProcess:
-            return set()
+            pass
+        return pids
 
     def send(self, signum: int) -> None:
         os.kill(self.pid, signum)
@@ -223,3 +232,37 @@ def max_executing_at_once(ids: Iterable[str]) -> int:
         current += delta
         peak = max(peak, current)
     return peak
+
+
+# ----- fixtures (imported by the test_supervisor* modules) ---------------------------------
+@pytest.fixture(name="backend", params=["sqlite", "redis"])
+def backend_fixture(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(name="env")
+def env_fixture(backend: str, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    values = configure(backend, request)
+    yield values
+    app.purge()
+    app.reset_components()
+
+
+@pytest.fixture(name="daemon")
+def daemon_fixture(env: dict[str, str], tmp_path: Path) -> Iterator[DaemonFactory]:
+    started: list[Daemon] = []
+
+    def start(*args: str, extra_env: dict[str, str] | None = None, **kwargs: Any) -> Daemon:
+        log = tmp_path / f"supervisor-{len(started)}.log"
+        process = Daemon({**env, **(extra_env or {})}, args, log, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+DaemonFactory = Callable[..., Daemon]
+#: what a test module imports to get the fixtures above
+FIXTURES = (backend_fixture, env_fixture, daemon_fixture)
