@@ -115,16 +115,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
+def clean_environ() -> dict[str, str]:
+    """This environment without pynenc settings or systemd variables (a daemon gets only what a test sets)."""
+    skip = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYNENC") and k not in skip}
+
+
 class Daemon:
     """A real ``pynenc-supervisor`` process with its JSON log in a file."""
 
     def __init__(self, env: dict[str, str], args: Iterable[str], log_path: Path, app_spec: str = APP_SPEC,
                  cwd: Path = REPO) -> None:
         self.log_path = log_path
-        full_env = dict(os.environ)
-        for name in list(full_env):
-            if name.startswith("PYNENC") or name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-                del full_env[name]
+        full_env = clean_environ()
         full_env.update({"PYNENC__LOGGING_FORMAT": "json", "PYNENC__LOGGING_LEVEL": "INFO",
                          "PYTHONDONTWRITEBYTECODE": "1"})
         full_env.update(env)
