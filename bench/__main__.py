@@ -58,21 +58,21 @@ DOC_CHART = REPO_ROOT / "docs" / "benchmarks-chart.png"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 
 
-def publish(results: Path) -> int:
+def publish(results: Path, doc: Path = DOC, doc_chart: Path = DOC_CHART) -> int:
     """Replace the results section of docs/benchmarks.md with a run's (never hand-written numbers)."""
     try:
         document = json.loads((results / report.JSON_NAME).read_text())
     except (OSError, ValueError) as exc:
         raise BenchError(f"{results}: no readable {report.JSON_NAME} ({exc})") from exc
-    text = DOC.read_text()
+    text = doc.read_text()
     if START not in text or END not in text:
-        raise BenchError(f"{DOC} lacks the markers {START} ... {END}")
+        raise BenchError(f"{doc} lacks the markers {START} ... {END}")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     section = report.summary_markdown(document)
-    DOC.write_text(f"{head}{START}\n{section}\n![chart]({DOC_CHART.name})\n{END}{tail}")
-    shutil.copyfile(results / report.CHART_NAME, DOC_CHART)
-    print(f"[bench] {DOC} and {DOC_CHART} updated from {results}")
+    doc.write_text(f"{head}{START}\n{section}\n![chart]({doc_chart.name})\n{END}{tail}")
+    shutil.copyfile(results / report.CHART_NAME, doc_chart)
+    print(f"[bench] {doc} and {doc_chart} updated from {results}")
     return 0
 
 

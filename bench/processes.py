@@ -123,10 +123,13 @@ class WorkerPool:
                 continue
         return list(found.values())
 
-    def stop(self) -> dict[str, Any]:
-        """Stop every worker; how long it took and whether SIGKILL was needed."""
+    def stop(self, grace: float = WORKER_STOP_GRACE) -> dict[str, Any]:
+        """Stop every worker; how long it took and whether SIGKILL was needed.
+
+        ``grace=0`` kills at once (a deadlocked pool would only wait out the grace).
+        """
         started = time.monotonic()
-        deadline = started + WORKER_STOP_GRACE
+        deadline = started + grace
         clean = [_stop_group(proc, deadline) for proc in self.procs]
         self.procs = []
         return {"seconds": round(time.monotonic() - started, 2), "killed": not all(clean)}

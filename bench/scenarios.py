@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from bench import stats
-from bench.processes import Client, WorkerPool, idle_cost
+from bench.processes import WORKER_STOP_GRACE, Client, WorkerPool, idle_cost
 from bench.registry import BenchError, SystemSpec
 from bench.setup_venvs import freeze
 
@@ -59,7 +59,7 @@ FULL = Sizes()
 # peers set the pace (RQ forks a process per job, arq polls its queue every 0.5 s).
 QUICK = Sizes(
     enqueue_n=200,
-    drain_n=150,
+    drain_n=100,
     latency_n=10,
     fanout_parents=20,
     fanout_timeout=3.0,
@@ -155,8 +155,9 @@ class SystemRun:
                     self.note(metric, f"error: {_first_line(exc)}")
         finally:
             if pool is not None:
-                self.raw["stop"] = stopped = pool.stop()
-                if stopped["killed"]:
+                deadlocked = self.notes.get("fanout_parents_per_s", "").startswith("deadlock")
+                self.raw["stop"] = stopped = pool.stop(grace=0.0 if deadlocked else WORKER_STOP_GRACE)
+                if stopped["killed"] and not deadlocked:
                     self.log(f"workers ignored SIGTERM for {stopped['seconds']}s: SIGKILLed")
             client.close()
             flush(self.redis_url)

@@ -165,3 +165,35 @@ def test_peer_selection_and_sizes_reject_bad_options() -> None:
         sizes_for(True, count=1)
     with pytest.raises(BenchError, match="--repeats"):
         sizes_for(True, repeats=0)
+
+
+def test_publish_replaces_only_the_marked_section_with_the_run(tmp_path: Path) -> None:
+    from bench.__main__ import END, START, publish
+
+    meta = {"started": "2026-01-01T00:00:00+00:00", "mode": "quick", "command": "python -m bench run --quick"}
+    document = report.build(meta, QUICK.as_dict(), sample_systems(), None)
+    results = tmp_path / "run"
+    report.write(document, results)
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Title\n\nintro\n\n{START}\nold numbers\n{END}\n\nafter\n")
+
+    assert publish(results, doc, tmp_path / "chart.png") == 0
+
+    text = doc.read_text()
+    assert text.startswith("# Title\n\nintro\n\n")
+    assert text.endswith(f"{END}\n\nafter\n")
+    assert "old numbers" not in text
+    assert document["table"].rstrip() in text
+    assert "python -m bench run --quick" in text and "![chart](chart.png)" in text
+    assert (tmp_path / "chart.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_publish_refuses_a_folder_without_results_or_a_doc_without_markers(tmp_path: Path) -> None:
+    from bench.__main__ import publish
+
+    with pytest.raises(BenchError, match="no readable results.json"):
+        publish(tmp_path, tmp_path / "doc.md", tmp_path / "chart.png")
+    report.write(report.build({}, QUICK.as_dict(), sample_systems(), None), tmp_path)
+    (tmp_path / "doc.md").write_text("no markers here\n")
+    with pytest.raises(BenchError, match="lacks the markers"):
+        publish(tmp_path, tmp_path / "doc.md", tmp_path / "chart.png")
