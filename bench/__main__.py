@@ -30,9 +30,9 @@ from typing import Any
 from bench import floor as floor_mod
 from bench import report
 from bench.redis_server import BenchRedis
-from bench.registry import BENCH_DIR, REPO_ROOT, BenchError, select
-from bench.scenarios import run_system, sizes_for
-from bench.setup_venvs import ensure_all
+from bench.registry import BENCH_DIR, REPO_ROOT, BenchError, SystemSpec, select
+from bench.scenarios import METRIC_KEYS, run_system, sizes_for
+from bench.setup_venvs import ensure, ensure_all
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -109,6 +109,21 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def not_measured(spec: SystemSpec, note: str) -> dict[str, Any]:
+    """The result of a system that could not be set up: every metric noted, none measured."""
+    return {
+        "name": spec.name,
+        "worker": spec.notes,
+        "batch_api": None,
+        "versions": [],
+        "metrics": {},
+        "notes": {key: note for key in METRIC_KEYS},
+        "values": {},
+        "raw": {},
+        "seconds": 0.0,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     specs = select(args.peers, include_pynenc=not args.no_pynenc)
     if not specs:
@@ -116,7 +131,13 @@ def run(args: argparse.Namespace) -> int:
     sizes = sizes_for(args.quick, args.count, args.repeats)
     started = dt.datetime.now(dt.UTC)
     out_dir: Path = args.out or BENCH_DIR / "results" / started.strftime("%Y%m%dT%H%M%SZ")
-    ensure_all(specs)
+    setup_errors: dict[str, str] = {}
+    for spec in specs:
+        try:
+            ensure(spec)
+        except BenchError as exc:  # that system is reported as not measured; the others run
+            setup_errors[spec.name] = str(exc).splitlines()[0]
+            print(f"[bench] {spec.name}: setup failed: {exc}", file=sys.stderr, flush=True)
     t0 = time.monotonic()
     with BenchRedis() as server:
         meta: dict[str, Any] = {
@@ -144,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         log_dir = out_dir / "logs"
         for spec in specs:
             print(f"[bench] --- {spec.name} ({spec.notes}) ---", flush=True)
+            if spec.name in setup_errors:
+                systems[spec.name] = not_measured(spec, f"error: setup failed: {setup_errors[spec.name]}")
+                continue
             systems[spec.name] = run_system(spec, server.url, sizes, log_dir)
     meta["seconds"] = round(time.monotonic() - t0, 1)
     meta["load_average_after"] = [round(v, 2) for v in os.getloadavg()]

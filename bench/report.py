@@ -21,7 +21,7 @@ JSON_NAME = "results.json"
 TABLE_NAME = "table.md"
 CHART_NAME = "chart.png"
 SCHEMA_VERSION = 1
-LOG_UNITS = ("tasks/s", "ms", "parents/s")
+LOG_UNITS = ("tasks/s", "ms")
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def chart(document: dict[str, Any], path: Path) -> None:
             ax.set_yscale("log")
         if metric.key in floor:
             ax.axhline(floor[metric.key], color="#1f77b4", linestyle="--", linewidth=1, label="redis floor")
-            ax.legend(fontsize=7, loc="upper right")
+            ax.legend(fontsize=7, loc="best")
         ax.set_xticks(list(positions), names, rotation=30, fontsize=8)
         arrow = "higher is better" if metric.higher_is_better else "lower is better"
         ax.set_title(f"{metric.label}\n{metric.unit}, {arrow}", fontsize=9)

@@ -197,3 +197,16 @@ def test_publish_refuses_a_folder_without_results_or_a_doc_without_markers(tmp_p
     (tmp_path / "doc.md").write_text("no markers here\n")
     with pytest.raises(BenchError, match="lacks the markers"):
         publish(tmp_path, tmp_path / "doc.md", tmp_path / "chart.png")
+
+
+def test_a_system_that_could_not_be_set_up_shows_error_in_every_row() -> None:
+    from bench.__main__ import not_measured
+    from bench.registry import SYSTEMS
+
+    systems = sample_systems()
+    systems["rq"] = not_measured(SYSTEMS["rq"], "error: setup failed: could not install rq")
+    lines = report.table(systems, None).splitlines()
+    rows = [line for line in lines[2 : 2 + len(report.METRICS)]]
+    assert all(row.split(" | ")[-1] == "error |" for row in rows)
+    assert report.ratios(systems)["rq"] == {m.key: None for m in report.METRICS}
+    assert "- rq, end-to-end throughput: error: setup failed: could not install rq" in lines
