@@ -1,17 +1,18 @@
 """The SQLite file shared by every pynenc process of one host.
 
 :class:`SQLiteStore` gives each thread of each process its own connection
-(sqlite3 connections must not cross threads or a fork: the store notices a new
-pid and opens fresh ones), in WAL mode with a busy timeout.
-:meth:`SQLiteStore.transaction` is one ``BEGIN IMMEDIATE`` transaction (the
-write lock is taken up front, so two writers never both read then write), with
-retries and backoff while another process holds the lock.
+(sqlite3 connections must not cross threads or a fork), in WAL mode with a busy
+timeout. :meth:`SQLiteStore.transaction` is one ``BEGIN IMMEDIATE``
+transaction: the write lock is taken up front, so two writers never both read
+then write. Writers of the host queue on a lock file first and retry with
+backoff while another host's process holds SQLite's lock
+(:mod:`pynenc.sqlite_sync`).
 
-Processes cannot signal each other through SQLite, so waiting is done with
-short sleeps backing off from 1 ms to 100 ms; ``PRAGMA data_version`` tells a
-waiter cheaply whether anybody committed since it last looked. Changes made in
-this process additionally wake waiters at once through a
-:class:`threading.Condition` shared by every store on the same file.
+Waiting (:meth:`SQLiteStore.wait_until`) sleeps with a backoff from 1 ms to
+100 ms and is woken early by commits of this process and, through the
+doorbell of :mod:`pynenc.sqlite_sync`, of the other processes of the host;
+``PRAGMA data_version`` tells a waiter cheaply whether anybody committed since
+it last looked, so a sleeper that wakes for nothing does not run its query.
 
 The queue and record queries shared by the orchestrator, broker and state
 backend live here too, as functions taking the connection of the current
@@ -21,7 +22,6 @@ transaction.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import threading
@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from pynenc import sqlite_sync as sync
 from pynenc.exceptions import BackendUnavailableError
 from pynenc.models import HistoryEntry, InvocationRecord
 from pynenc.sqlite_schema import ensure_schema
@@ -49,174 +50,6 @@ def db_path_of(app: Any) -> str:
     configured = app.conf.sqlite_db_path
     path = Path(configured) if configured else Path.cwd() / f"{app.conf.app_id}.db"
     return str(path.expanduser().resolve())
-
-
-class Signal:
-    """In-process wake-ups: counters bumped after commits, a condition to wait on."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.final = 0
-        self.work = 0
-
-    def count(self, kind: str) -> int:
-        return self.final if kind == "final" else self.work
-
-    def sleep(self, kind: str, seen: int, timeout: float) -> bool:
-        """Sleep up to ``timeout``; True when the ``kind`` counter moved past ``seen`` meanwhile."""
-        with self.cond:
-            return self.cond.wait_for(lambda: self.count(kind) != seen, timeout)
-
-    def bump(self, final: bool, work: bool) -> None:
-        if not (final or work):
-            return
-        with self.cond:
-            self.final += final
-            self.work += work
-            self.cond.notify_all()
-
-
-_signals: dict[str, Signal] = {}
-_signals_lock = threading.Lock()
-
-
-def signal_for(path: str) -> Signal:
-    with _signals_lock:
-        signal = _signals.get(path)
-        if signal is None:
-            signal = _signals[path] = Signal()
-        return signal
-
-
-class _WriterLock:
-    """Queues the writers of one file on this host in the kernel rather than in SQLite.
-
-    SQLite makes a writer that finds the file locked sleep and retry (1 ms, 2 ms, 5 ms ...),
-    which wastes most of the time under contention. Writers here first take an exclusive
-    ``flock`` on ``<file>.lock`` (and a thread lock, since flock does not separate threads of
-    one process): a waiting writer wakes the moment the previous one commits, and the kernel
-    drops the lock of a process that dies. SQLite's own lock still guards the data (writers on
-    other hosts of a network file system, or when the lock file cannot be created).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = f"{path}.lock"
-        self.thread_lock = threading.Lock()
-        self.fd: int | None = None
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        with self.thread_lock:
-            if self.fd is None:
-                try:
-                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-                except OSError:
-                    self.fd = -1  # e.g. a read-only folder: SQLite's lock alone
-            if self.fd < 0:
-                yield
-                return
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-
-
-_writer_locks: dict[str, _WriterLock] = {}
-
-
-def writer_lock_for(path: str) -> _WriterLock:
-    with _signals_lock:
-        lock = _writer_locks.get(path)
-        if lock is None:
-            lock = _writer_locks[path] = _WriterLock(path)
-        return lock
-
-
-class _Gate:
-    """Store operations pass it shared; fork and close() take it exclusively.
-
-    SQLite connections must not be open across ``fork()``: the child inherits the
-    parent's lock bookkeeping without its locks, which can corrupt the file. So
-    before this process forks, every connection is closed once no operation is
-    in flight (threads reopen theirs on next use), and the child starts clean.
-    """
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.active = 0
-        self.exclusive = False
-        self.local = threading.local()
-
-    def enter(self) -> None:
-        depth: int = getattr(self.local, "depth", 0)
-        if depth == 0:
-            with self.cond:
-                self.cond.wait_for(lambda: not self.exclusive)
-                self.active += 1
-        self.local.depth = depth + 1
-
-    def leave(self) -> None:
-        self.local.depth -= 1
-        if self.local.depth == 0:
-            with self.cond:
-                self.active -= 1
-                self.cond.notify_all()
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        self.enter()
-        try:
-            yield
-        finally:
-            self.leave()
-
-    def acquire_exclusive(self) -> bool:
-        """Wait until no operation runs and block new ones; False if this thread is inside one."""
-        if getattr(self.local, "depth", 0):
-            return False
-        with self.cond:
-            self.cond.wait_for(lambda: not self.exclusive)
-            self.exclusive = True
-            self.cond.wait_for(lambda: self.active == 0)
-        return True
-
-    def release_exclusive(self) -> None:
-        with self.cond:
-            self.exclusive = False
-            self.cond.notify_all()
-
-
-_gate = _Gate()
-#: every connection holder of this process, to close them all before a fork
-_holders: weakref.WeakSet[_Conn] = weakref.WeakSet()
-_forking = False
-
-
-def _before_fork() -> None:
-    global _forking
-    _forking = _gate.acquire_exclusive()
-    if _forking:
-        for holder in list(_holders):
-            holder.close()
-
-
-def _after_fork_in_parent() -> None:
-    if _forking:
-        _gate.release_exclusive()
-
-
-def _after_fork_in_child() -> None:
-    global _signals_lock, _gate, _holders, _forking
-    _signals_lock = threading.Lock()
-    _signals.clear()
-    _writer_locks.clear()  # the parent's lock file descriptions must not be shared: open new ones
-    _gate = _Gate()
-    _holders = weakref.WeakSet()  # anything left open in the parent is never touched here
-    _forking = False
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 class _Conn:
@@ -260,7 +93,7 @@ class SQLiteStore:
         self._pid = os.getpid()
         self._schema_checked = False
         self._schema_lock = threading.Lock()
-        self.signal = signal_for(path)
+        self.signal = sync.signal_for(path)
 
     @classmethod
     def for_app(cls, app: Any) -> SQLiteStore:
@@ -274,13 +107,13 @@ class SQLiteStore:
             self._local = threading.local()
             self._all = weakref.WeakSet()
             self._schema_lock = threading.Lock()
-            self.signal = signal_for(self.path)
+            self.signal = sync.signal_for(self.path)
         holder: _Conn | None = getattr(self._local, "holder", None)
         if holder is None or holder.conn is None:
             holder = _Conn(self._open(), pid)
             self._local.holder = holder
             self._all.add(holder)
-            _holders.add(holder)
+            sync.register_connection(holder)
         return holder
 
     @staticmethod
@@ -291,7 +124,7 @@ class SQLiteStore:
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection in autocommit mode: each statement sees the latest commit."""
-        with _gate.held():
+        with sync.gate().held():
             yield self._conn(self._holder())
 
     def _open(self) -> sqlite3.Connection:
@@ -321,13 +154,13 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close this process's connections to the file (threads open new ones on next use)."""
-        if not _gate.acquire_exclusive():
+        if not sync.gate().acquire_exclusive():
             return  # called from inside an operation of this thread: nothing can be closed safely
         try:
             for holder in list(self._all):
                 holder.close()
         finally:
-            _gate.release_exclusive()
+            sync.gate().release_exclusive()
 
     # ----- transactions --------------------------------------------------------------------
     def _retry_locked(self, action: Callable[[], object]) -> None:
@@ -350,7 +183,7 @@ class SQLiteStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); nested use joins the outer one."""
-        with _gate.held():
+        with sync.gate().held():
             holder = self._holder()
             conn = self._conn(holder)
             if holder.depth:
@@ -360,7 +193,7 @@ class SQLiteStore:
                 finally:
                     holder.depth -= 1
                 return
-            with writer_lock_for(self.path).held():
+            with sync.writer_lock_for(self.path).held():
                 self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
                 holder.depth = 1
                 try:
@@ -375,7 +208,7 @@ class SQLiteStore:
                     holder.depth = 0
             final, work = holder.final, holder.work
             holder.final = holder.work = False
-        self.signal.bump(final, work)
+        sync.committed(self.path, final, work)
 
     def notify(self, final: bool = False, work: bool = False) -> None:
         """Wake in-process waiters once the current transaction commits (call inside it)."""
@@ -386,7 +219,7 @@ class SQLiteStore:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: several queries see one consistent state."""
-        with _gate.held():
+        with sync.gate().held():
             holder = self._holder()
             conn = self._conn(holder)
             if holder.depth:
@@ -404,7 +237,7 @@ class SQLiteStore:
     # ----- waiting -------------------------------------------------------------------------
     def changed_elsewhere(self) -> bool:
         """Whether another connection committed since this thread last asked (cheap)."""
-        with _gate.held():
+        with sync.gate().held():
             holder = self._holder()
             version = int(self._conn(holder).execute("PRAGMA data_version").fetchone()[0])
             changed = version != holder.data_version
@@ -418,6 +251,7 @@ class SQLiteStore:
         """
         deadline = time.monotonic() + timeout
         delay = MIN_SLEEP
+        sync.doorbell_for(self.path).listen()
         signal = self.signal
         first = True
         while True:

@@ -241,8 +241,8 @@ def test_broker_inspection(path: Path) -> None:
     app.close()
 
 
-def _finish_later(path: Path, ready: Any) -> None:
-    app = sqlite_app(path, "wake")
+def _finish_later(path: Path, ready: Any, app_id: str = "wake") -> None:
+    app = sqlite_app(path, app_id)
     ready.wait(30)
     claimed = app.orchestrator.claim("child", 1, 30)
     app.orchestrator.finish("child", claimed[0].invocation_id, DONE)
@@ -263,4 +263,29 @@ def test_wait_final_sees_a_finish_from_another_process(path: Path) -> None:
         done = app.orchestrator.wait_final(["awaited"], 1.0)
     child.join(30)
     assert done == {"awaited"}
+    app.close()
+
+
+def test_a_commit_in_another_process_rings_the_waiting_process(path: Path) -> None:
+    from pynenc import sqlite_sync
+
+    app = sqlite_app(path, "bell")
+    app.orchestrator.register([spec("rung")])
+    db_file = app.state_backend.path  # type: ignore[attr-defined]
+    sqlite_sync.doorbell_for(db_file).listen()
+    markers = Path(f"{db_file}.wake")
+    assert (markers / str(os.getpid())).is_file()
+    (markers / "99999999").touch()  # a process that is gone (no pid is this large)
+    signal = sqlite_sync.signal_for(db_file)
+    before = signal.final
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    ready.set()
+    child = context.Process(target=_finish_later, args=(path, ready), kwargs={"app_id": "bell"})
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    poll(lambda: signal.final > before)  # woken by the child's commit, not by polling the file
+    assert not (markers / "99999999").exists()
+    assert app.orchestrator.get_status("rung") is S.SUCCESS
     app.close()
