@@ -18,20 +18,19 @@ while claimed < max_count do
   if status and QUEUED[status] then
     local c = ctl(id)
     unindex(id)
-    move(id, 'PENDING', runner)
     local holder = c.nk and redis.call('HGET', K.running_keys, c.nk)
     if holder and holder ~= id then
       if c.rr then
-        move(id, 'CONCURRENCY_CONTROLLED', runner)
+        moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED'}, runner)
         local parked = get_list(K.parked, c.nk)
         parked[#parked + 1] = id
         set_list(K.parked, c.nk, parked)
       else
-        move(id, 'CONCURRENCY_CONTROLLED_FINAL', runner)
+        moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED_FINAL'}, runner)
       end
     else
       if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
-      move(id, 'RUNNING', runner)
+      moves(id, {'PENDING', 'RUNNING'}, runner)
       redis.call('HSET', K.owner, id, runner)
       redis.call('ZADD', K.leases, expires, id)
       out[#out + 1] = id

@@ -16,11 +16,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 
   if status and OWNED[status] then
     local runner = redis.call('HGET', K.owner, id) or ''
     redis.call('HDEL', K.owner, id)
-    if status == 'PENDING' then
-      move(id, 'PENDING_RECOVERY', runner)
-    else
-      move(id, 'RUNNING_RECOVERY', runner)
-    end
+    local recovery = 'RUNNING_RECOVERY'
+    if status == 'PENDING' then recovery = 'PENDING_RECOVERY' end
     local stalls = redis.call('HINCRBY', K.stalls, id, 1)
     drop_waits(id)
     release_key(id)
@@ -28,9 +25,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 
       local message = 'invocation ' .. id .. ' of ' .. task_of(id) .. ' lost its runner ' .. stalls ..
         ' times (died or hung; max_stalls=' .. max_stalls .. '), so it is not retried again'
       redis.call('HSET', K.error, id, error_payload('pynenc.exceptions.StalledInvocationError', message, nil))
-      move(id, 'FAILED', nil)
+      moves(id, {recovery, 'FAILED'}, runner, true)
     else
-      move(id, 'REROUTED', nil)
+      moves(id, {recovery, 'REROUTED'}, runner, true)
       enqueue(id, true)
     end
     out[#out + 1] = id

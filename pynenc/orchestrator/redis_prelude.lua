@@ -36,8 +36,15 @@ local function set_list(hash, id, list)
   end
 end
 
+-- ctl never changes after register: decode it once per script call.
+local CTL_CACHE = {}
 local function ctl(id)
-  return decode(redis.call('HGET', K.ctl, id))
+  local c = CTL_CACHE[id]
+  if c == nil then
+    c = decode(redis.call('HGET', K.ctl, id))
+    CTL_CACHE[id] = c
+  end
+  return c
 end
 
 -- A stored error payload in the format of pynenc.serializer.errors.encode_exception.
@@ -51,27 +58,37 @@ local function task_of(id)
   return decode(redis.call('HGET', K.spec, id)).task_id or '?'
 end
 
--- Validated status change + history entry; final statuses are timestamped and published.
-local function move(id, new, runner)
+-- Validated status changes (one or several in a row) with their history entries, in one
+-- read and one write of each hash; final statuses are timestamped and published. The runner
+-- is recorded on every entry, or only on the first when first_only (recovery acts for it once).
+local function moves(id, news, runner, first_only)
   local current = redis.call('HGET', K.status, id)
-  if current and not (TRANSITIONS[current] and TRANSITIONS[current][new]) then
-    error({err = 'PYNENC -3 ' .. id .. ' ' .. current .. ' ' .. new})
+  local encoded = {}
+  for i, new in ipairs(news) do
+    if current and not (TRANSITIONS[current] and TRANSITIONS[current][new]) then
+      error({err = 'PYNENC -3 ' .. id .. ' ' .. current .. ' ' .. new})
+    end
+    local entry = {s = new, t = NOW}
+    if runner and runner ~= '' and (i == 1 or not first_only) then entry.r = runner end
+    encoded[i] = cjson.encode(entry)
+    current = new
   end
-  redis.call('HSET', K.status, id, new)
-  local entry = {s = new, t = NOW}
-  if runner and runner ~= '' then entry.r = runner end
-  local encoded = cjson.encode(entry)
+  redis.call('HSET', K.status, id, current)
   local history = redis.call('HGET', K.history, id)
   if history and #history > 2 then
-    history = string.sub(history, 1, -2) .. ',' .. encoded .. ']'
+    history = string.sub(history, 1, -2) .. ',' .. table.concat(encoded, ',') .. ']'
   else
-    history = '[' .. encoded .. ']'
+    history = '[' .. table.concat(encoded, ',') .. ']'
   end
   redis.call('HSET', K.history, id, history)
-  if FINAL[new] then
+  if FINAL[current] then
     redis.call('ZADD', K.final_at, NOW, id)
     redis.call('PUBLISH', CHANNEL, id)
   end
+end
+
+local function move(id, new, runner)
+  moves(id, {new}, runner)
 end
 
 local function owned_by(runner, id, statuses)

@@ -40,9 +40,15 @@ def square(x: int) -> int:
     return x * x
 
 
+#: Invocations of gated_square with x >= GATED_FROM wait for this event (set by the test).
+GATE = threading.Event()
+GATED_FROM = 30
+
+
 @app.task
-def slow_square(x: int) -> int:
-    time.sleep(0.002)  # work, so that runs overlap with faults injected by the tests
+def gated_square(x: int) -> int:
+    if x >= GATED_FROM and not GATE.wait(60):
+        raise TimeoutError("the test never opened the gate")
     return x * x
 
 
