@@ -2,7 +2,7 @@
 
     python -m bench setup [--peers celery,rq]
     python -m bench run [--quick] [--peers celery,rq] [--no-pynenc] [--out DIR]
-                        [--count N] [--repeats R] [--no-floor]
+                        [--count N] [--repeats R] [--no-floor] [--fanout-timeout S]
     python -m bench publish DIR     # a run's table and chart into docs/benchmarks.md
 
 ``run`` creates missing peer virtualenvs first (as ``setup`` does), starts one
@@ -48,6 +48,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--count", type=int, help="cap every task count (tiny smoke runs)")
     run.add_argument("--repeats", type=int, help="repeats per scenario (default 3)")
     run.add_argument("--no-floor", action="store_true", help="skip the redis-benchmark floor")
+    run.add_argument(
+        "--fanout-timeout", type=float, help="seconds before a fan-out counts as a deadlock (quick 3, full 120)"
+    )
     publish = sub.add_parser("publish", help="put a run's results into docs/benchmarks.md")
     publish.add_argument("results", type=Path, help="a results folder written by `run`")
     return parser.parse_args(argv)
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     specs = select(args.peers, include_pynenc=not args.no_pynenc)
     if not specs:
         raise BenchError("nothing to measure: --no-pynenc with no peer")
-    sizes = sizes_for(args.quick, args.count, args.repeats)
+    sizes = sizes_for(args.quick, args.count, args.repeats, args.fanout_timeout)
     started = dt.datetime.now(dt.UTC)
     out_dir: Path = args.out or BENCH_DIR / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     setup_errors: dict[str, str] = {}

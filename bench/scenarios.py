@@ -69,9 +69,15 @@ QUICK = Sizes(
 )
 
 
-def sizes_for(quick: bool, count: int | None = None, repeats: int | None = None) -> Sizes:
+def sizes_for(
+    quick: bool, count: int | None = None, repeats: int | None = None, fanout_timeout: float | None = None
+) -> Sizes:
     """Sizes for a run; ``count`` caps every task count (tiny smoke runs)."""
     sizes = QUICK if quick else FULL
+    if fanout_timeout is not None:
+        if not fanout_timeout > 0:
+            raise BenchError(f"--fanout-timeout must be positive, got {fanout_timeout}")
+        sizes = replace(sizes, fanout_timeout=fanout_timeout)
     if repeats is not None:
         if repeats < 1:
             raise BenchError(f"--repeats must be at least 1, got {repeats}")

@@ -165,6 +165,9 @@ def test_peer_selection_and_sizes_reject_bad_options() -> None:
         sizes_for(True, count=1)
     with pytest.raises(BenchError, match="--repeats"):
         sizes_for(True, repeats=0)
+    assert sizes_for(True, fanout_timeout=42.0).fanout_timeout == 42.0
+    with pytest.raises(BenchError, match="--fanout-timeout"):
+        sizes_for(True, fanout_timeout=0.0)
 
 
 def test_publish_replaces_only_the_marked_section_with_the_run(tmp_path: Path) -> None:
