@@ -270,7 +270,8 @@ class SystemRun:
             "batch_api": self.batch_api,
             "versions": freeze(self.spec),
             "metrics": metrics,
-            "notes": {k: v for k, v in self.notes.items() if k not in metrics},
+            # Kept beside a number too: a fan-out that deadlocks on its 2nd repeat must say so.
+            "notes": dict(self.notes),
             "values": self.values,
             "raw": self.raw,
         }
