@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from pynenc import Pynenc
+from pynenc.models import Outcome, OutcomeKind
+from pynenc.redis_client import load_scripts
 from pynenc.redis_keys import RedisKeys
 from pynenc.status import InvocationStatus as S
 from tests.integration import behaviour_tasks
@@ -30,6 +32,7 @@ from tests.integration.test_behaviour import (  # noqa: F401  (collected here, o
     test_stop_runner_loop_leaves_nothing_running,
     test_task_exception_is_reraised_with_type_and_message,
 )
+from tests.integration.test_redis_backend import configure, orchestrator_of, spec
 from tests.redis_servers import RedisCluster
 
 
@@ -73,3 +76,44 @@ def test_app_keys_live_on_one_slot_of_the_cluster(app: Pynenc, redis_cluster: Re
     finally:
         client.close()
     assert app.orchestrator.status_counts() == {S.SUCCESS: 1}
+
+
+def test_every_script_runs_on_the_cluster(redis_cluster: RedisCluster) -> None:
+    """Each transition script once on the cluster: none may touch a key outside its KEYS/slot."""
+    target = configure(Pynenc(app_id="cluster-scripts"), cluster_url(redis_cluster))
+    orchestrator = orchestrator_of(target)
+    state = target.state_backend
+    used: set[str] = set()
+    real_run = state.conn.run  # type: ignore[attr-defined]
+
+    def recording_run(name: str, keys: list[str], args: list[object]) -> object:
+        used.add(name)
+        return real_run(name, keys, args)
+
+    state.conn.run = recording_run  # type: ignore[attr-defined]
+    try:
+        parent, child, other = spec(), spec(), spec()
+        orchestrator.register([parent, child, other])
+        [claimed] = orchestrator.claim("r1", 1, 30)
+        assert orchestrator.wait("r1", claimed.invocation_id, [child.invocation_id])
+        orchestrator.resume("r1", claimed.invocation_id)
+        assert orchestrator.renew_leases("r1", [claimed.invocation_id], 30) == []
+        orchestrator.release("r1", [claimed.invocation_id])
+        [claimed] = orchestrator.claim("r1", 1, 0.01)
+        assert orchestrator.kill(other.invocation_id) and orchestrator.retry(other.invocation_id)
+        assert orchestrator.fail_queued(other.invocation_id, ValueError("operator gave up"))
+        orchestrator.broker.enqueue(child.invocation_id, 2)
+        assert orchestrator.broker.peek(1) == [(child.invocation_id, 2)]
+        assert orchestrator.recover_expired(3) == [claimed.invocation_id]
+        for item in orchestrator.claim("r2", 2, 30):
+            assert orchestrator.finish("r2", item.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"))
+        target.conf.result_ttl = 0.0
+        assert orchestrator.expire_results() >= 3  # the FAILED one and the two just finished
+        assert orchestrator.get_record(other.invocation_id) is None
+        state.publish_info("supervisor", "host", {"ok": True}, 30)
+        assert state.list_info("supervisor") == {"host": {"ok": True}}
+    finally:
+        del state.conn.run  # type: ignore[attr-defined]
+        target.purge()
+        target.close()
+    assert used == set(load_scripts())
