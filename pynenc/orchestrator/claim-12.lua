@@ -15,7 +15,8 @@ while claimed < max_count do
   if #popped == 0 then break end
   local id = popped[1]
   local status = redis.call('HGET', K.status, id)
-  if status and QUEUED[status] then
+  -- Only statuses that may start (a stray entry of any other status is dropped, untouched).
+  if status and TRANSITIONS[status] and TRANSITIONS[status].PENDING then
     local c = ctl(id)
     unindex(id)
     local holder = c.nk and redis.call('HGET', K.running_keys, c.nk)

@@ -7,7 +7,11 @@
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
 -- ARGV[5] outcome kind (SUCCESS|FAILED|RETRY)  ARGV[6] payload (result or error)
 -- Returns: 1 done; 0 the runner does not own the invocation (nothing changed).
+-- Error "PYNENC -2" for an unknown outcome kind (checked before anything is written).
 local runner, id, kind, payload = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if kind ~= 'SUCCESS' and kind ~= 'FAILED' and kind ~= 'RETRY' then
+  return redis.error_reply('PYNENC -2 finish: unknown outcome kind ' .. tostring(kind))
+end
 if not owned_by(runner, id, {RUNNING=true, RESUMED=true}) then return 0 end
 redis.call('ZREM', K.leases, id)
 redis.call('HDEL', K.owner, id)
