@@ -35,7 +35,12 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from pynenc.exceptions import BackendUnavailableError, ConfigurationError, InvocationStatusTransitionError
+from pynenc.exceptions import (
+    BackendUnavailableError,
+    ConfigurationError,
+    InvocationStatusTransitionError,
+    PynencError,
+)
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -43,7 +48,8 @@ T = TypeVar("T")
 SCRIPT_DIR = Path(__file__).parent / "orchestrator"
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _KEY_ITEM = re.compile(r"KEYS\[(\d+)\]\s+(\w+)")
-_ERROR_LINE = re.compile(r"PYNENC (-\d+) (\S+) (\S+) (\S+)")
+_TRANSITION_ERROR = re.compile(r"PYNENC -3 (\S+) (\S+) (\S+)")
+_SCRIPT_ERROR = re.compile(r"PYNENC -\d+ (.*)")
 _warned_policy: set[str] = set()
 
 
@@ -230,7 +236,7 @@ class RedisConnection:
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailableError(
-                        f"Redis at {self.redacted_url()} unreachable for {self.retry_seconds:.0f} s: {exc}"
+                        f"Redis at {self.redacted_url()} unreachable for {self.retry_seconds:g} s: {exc}"
                     ) from None
                 log.warning("Redis at %s unreachable, retrying in %.2f s: %s", self.redacted_url(), delay, exc)
                 time.sleep(delay)
@@ -242,11 +248,12 @@ class RedisConnection:
 
         def attempt(client: Any) -> Any:
             try:
-                return client.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return client.eval(script.source, len(keys), *keys, *args)
+                try:
+                    return client.evalsha(script.sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    return client.eval(script.source, len(keys), *keys, *args)
             except ResponseError as exc:
-                if "NOSCRIPT" in str(exc):
+                if "NOSCRIPT" in str(exc):  # a cluster node that lost its cache mid-call
                     return client.eval(script.source, len(keys), *keys, *args)
                 raise _translate(exc) from None
 
@@ -275,10 +282,15 @@ class RedisConnection:
 
 
 def _translate(exc: ResponseError) -> Exception:
-    match = _ERROR_LINE.search(str(exc))
-    if match:
-        _code, invocation_id, current, requested = match.groups()
+    """Errors the scripts raise on purpose ("PYNENC <code> ...") as pynenc errors."""
+    text = str(exc)
+    transition = _TRANSITION_ERROR.search(text)
+    if transition:
+        invocation_id, current, requested = transition.groups()
         return InvocationStatusTransitionError(invocation_id, current, requested, "refused by the Redis script")
+    other = _SCRIPT_ERROR.search(text)
+    if other:
+        return PynencError(f"Redis script refused the call: {other.group(1)}")
     return exc
 
 

@@ -19,6 +19,7 @@ from pynenc.exceptions import (
     BackendUnavailableError,
     ConfigurationError,
     InvocationKilledError,
+    PynencError,
     SerializationError,
     StalledInvocationError,
 )
@@ -415,3 +416,16 @@ def test_unknown_url_scheme_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match=r"unknown scheme 'http'.*redis\+cluster://") as raised:
         target.orchestrator
     assert "pw" not in str(raised.value)
+
+
+def test_script_refusal_is_a_pynenc_error_and_writes_nothing(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    call = spec()
+    orchestrator.register([call])
+    orchestrator.claim("runner-a", 1, 30)
+    state = rapp.state_backend
+    assert isinstance(state, RedisStateBackend)
+    with pytest.raises(PynencError, match="unknown outcome kind BOGUS"):
+        state.run("finish", "runner-a", call.invocation_id, "BOGUS", "jnull")
+    record = orchestrator.get_record(call.invocation_id)
+    assert record is not None and record.status is S.RUNNING and record.owner == "runner-a"
