@@ -20,7 +20,7 @@ import sqlite3
 
 from pynenc.exceptions import BackendUnavailableError, ConfigurationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = [
     """CREATE TABLE invocations (
@@ -96,8 +96,17 @@ _V1 = [
     )""",
 ]
 
+_V2 = [
+    # the order in which invocations became final: a waiter asks only for what is new since it
+    # last looked (writers are serialized, so a reader that sees number n has seen all below n)
+    "ALTER TABLE invocations ADD COLUMN final_seq INTEGER",
+    "CREATE INDEX ix_invocations_final_seq ON invocations (app_id, final_seq) WHERE final_seq IS NOT NULL",
+    # the waits of a set of invocations, as waiters
+    "CREATE INDEX ix_waits_waiter ON waits (app_id, waiter, seq)",
+]
+
 #: MIGRATIONS[n] takes a database at version n to version n + 1 (version 0: empty file).
-MIGRATIONS: dict[int, list[str]] = {0: _V1}
+MIGRATIONS: dict[int, list[str]] = {0: _V1, 1: _V2}
 
 
 def _fail_unreadable(path: str, exc: sqlite3.DatabaseError) -> BackendUnavailableError:

@@ -363,6 +363,7 @@ def load_records(
         return records
     by_id = {record.invocation_id: record for record in records}
     ids = list(by_id)
+    edges: dict[int, tuple[str, str]] = {}
     for part in chunks(ids):
         marks = ",".join("?" * len(part))
         for inv, status, ts, runner in conn.execute(
@@ -370,15 +371,19 @@ def load_records(
             (app_id, *part),
         ):
             by_id[inv].history.append(HistoryEntry(InvocationStatus(status), ts, runner))
-        for waiter, awaited in conn.execute(
-            f"SELECT waiter, awaited FROM waits WHERE app_id = ? AND (waiter IN ({marks}) OR awaited IN ({marks})) "
-            "ORDER BY seq",
-            (app_id, *part, *part),
-        ):
-            if waiter in by_id:
-                by_id[waiter].waiting_for.append(awaited)
-            if awaited in by_id:
-                by_id[awaited].waited_by.append(waiter)
+        # two indexed queries (an OR of both would scan every wait of the app)
+        for column in ("waiter", "awaited"):
+            for seq, waiter, awaited in conn.execute(
+                f"SELECT seq, waiter, awaited FROM waits WHERE app_id = ? AND {column} IN ({marks})",
+                (app_id, *part),
+            ):
+                edges[seq] = (waiter, awaited)
+    for seq in sorted(edges):
+        waiter, awaited = edges[seq]
+        if waiter in by_id:
+            by_id[waiter].waiting_for.append(awaited)
+        if awaited in by_id:
+            by_id[awaited].waited_by.append(waiter)
     return records
 
 

@@ -127,6 +127,12 @@ class Doorbell:
         while True:
             try:
                 data = listener.recv(64)
+                # a burst of commits wakes the waiters once
+                listener.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    while len(data) < 4096:
+                        data += listener.recv(64)
+                listener.setblocking(True)
             except OSError:
                 return  # closed
             self.signal.bump(b"f" in data, b"w" in data)

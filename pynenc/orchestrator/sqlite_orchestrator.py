@@ -25,6 +25,7 @@ Final invocations older than ``result_ttl`` are deleted during
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -65,6 +66,8 @@ class SQLiteOrchestrator(BaseOrchestrator):
             raise TypeError("SQLiteOrchestrator needs the SQLiteStateBackend")
         self.store: SQLiteStore = state.store
         self.app_id = self.store.app_id
+        #: per thread: (final_seq, ids not final then, when) of its last full look in wait_final
+        self._local = threading.local()
 
     # ----- helpers (call inside a transaction) ---------------------------------------------
     def _row(self, conn: sqlite3.Connection, invocation_id: str) -> Row | None:
@@ -86,9 +89,10 @@ class SQLiteOrchestrator(BaseOrchestrator):
     ) -> None:
         now = time.time()
         final = status in FINAL
+        final_seq = db.next_counter(conn, self.app_id, "final", 1) if final else None
         conn.execute(
-            "UPDATE invocations SET status = ?, finished_at = ? WHERE app_id = ? AND id = ?",
-            (status.value, now if final else None, self.app_id, invocation_id),
+            "UPDATE invocations SET status = ?, finished_at = ?, final_seq = ? WHERE app_id = ? AND id = ?",
+            (status.value, now if final else None, final_seq, self.app_id, invocation_id),
         )
         conn.execute(
             "INSERT INTO history (app_id, id, status, ts, runner) VALUES (?, ?, ?, ?, ?)",
@@ -475,8 +479,8 @@ class SQLiteOrchestrator(BaseOrchestrator):
         with self.store.snapshot() as conn:
             return db.load_record(conn, self.app_id, invocation_id)
 
-    def _final_or_missing(self, invocation_ids: Sequence[str]) -> tuple[set[str], bool]:
-        """(the final ones, whether any is final or unknown)."""
+    def _final_now(self, invocation_ids: Sequence[str]) -> tuple[set[str], bool, int]:
+        """(the final ones, whether any is final or unknown, the last ``final_seq`` handed out)."""
         statuses: dict[str, str] = {}
         with self.store.snapshot() as conn:
             for part in db.chunks(list(dict.fromkeys(invocation_ids))):
@@ -486,18 +490,50 @@ class SQLiteOrchestrator(BaseOrchestrator):
                         (self.app_id, *part),
                     ).fetchall()
                 )
+            row = conn.execute(
+                "SELECT value FROM counters WHERE app_id = ? AND name = 'final'", (self.app_id,)
+            ).fetchone()
         final = {i for i, status in statuses.items() if status in _FINAL}
-        return final, bool(final) or any(i not in statuses for i in invocation_ids)
+        done = bool(final) or any(i not in statuses for i in invocation_ids)
+        return final, done, int(row[0]) if row else 0
+
+    def _final_since(self, final_seq: int) -> tuple[list[str], int]:
+        """Ids that became final after ``final_seq`` (whatever they are), and the new last number."""
+        with self.store.reading() as conn:
+            rows = conn.execute(
+                "SELECT id, final_seq FROM invocations WHERE app_id = ? AND final_seq > ?",
+                (self.app_id, final_seq),
+            ).fetchall()
+        return [row[0] for row in rows], max((row[1] for row in rows), default=final_seq)
 
     def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
+        # The first look reads every id; later looks read only what became final since, so
+        # waiting on a large group costs per finished invocation, not per id and wake-up. A
+        # caller that comes back for the rest of the same ids (as InvocationGroup.results does)
+        # continues from its last look, re-reading everything at most once a second.
+        wanted = set(invocation_ids)
         found: set[str] = set()
+        previous = getattr(self._local, "last_look", None)
+        last_seq: int | None = None
+        if previous is not None:
+            seq, pending, when = previous
+            if wanted <= pending and time.monotonic() - when < 1.0:
+                last_seq = seq
 
         def check() -> bool:
-            final, done = self._final_or_missing(invocation_ids)
-            found.update(final)
-            return done
+            nonlocal last_seq
+            if last_seq is None:
+                final, done, last_seq = self._final_now(invocation_ids)
+                self._local.last_look = (last_seq, wanted - final, time.monotonic())
+                found.update(final)
+                return done
+            new, last_seq = self._final_since(last_seq)
+            found.update(wanted.intersection(new))
+            return bool(found)
 
         self.store.wait_until(check, timeout, "final")
+        if last_seq is not None and getattr(self._local, "last_look", None) is not None:
+            self._local.last_look = (last_seq, wanted - found, self._local.last_look[2])
         return found
 
     def wait_for_work(self, timeout: float) -> None:

@@ -132,3 +132,28 @@ def test_many_threads_opening_a_new_file_at_once_create_the_schema_once(tmp_path
     conn.close()
     for app in apps:
         app.close()
+
+
+def test_older_schema_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    from pynenc.sqlite_schema import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO invocations (app_id, id, task_id, arguments, status, call_key, created_at) "
+            "VALUES ('schema', 'kept', 'tests.t', '{}', 'SUCCESS', 'ck', 1.0)"
+        )
+    conn.close()
+    app = sqlite_app(path)
+    assert app.orchestrator.get_status("kept") is not None
+    assert app.orchestrator.wait_final(["kept"], 1.0) == {"kept"}
+    app.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(invocations)")}
+    conn.close()
+    assert "final_seq" in columns
