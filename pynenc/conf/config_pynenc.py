@@ -162,7 +162,8 @@ class ConfigPynenc(ConfigBase):
         parse_optional_str,
         None,
         "Redis URL: redis://, rediss:// (TLS), redis+cluster:// or rediss+cluster:// (any node of a Redis Cluster); "
-        "overrides host/port/db. See docs/redis.md.",
+        "overrides host/port/db. See docs/redis.md. Setting it while orchestrator_cls, broker_cls and "
+        "state_backend_cls are not set selects the Redis backend.",
         "redis",
     )
     redis_host = Setting(parse_str, "localhost", "Redis host.", "redis")
@@ -181,26 +182,36 @@ class ConfigPynenc(ConfigBase):
         parse_optional_str,
         None,
         "SQLite database file; default: <app_id>.db in the working directory. Setting it while orchestrator_cls, "
-        "broker_cls and state_backend_cls are left at their defaults selects the SQLite backend.",
+        "broker_cls and state_backend_cls are not set selects the SQLite backend.",
         "sqlite",
     )
 
     _BACKEND_SETTINGS = ("orchestrator_cls", "broker_cls", "state_backend_cls")
+    #: a setting that, given alone, selects its backend family
+    _IMPLYING = {"sqlite_db_path": "SQLite", "redis_url": "Redis"}
 
     def set(self, name: str, value: Any, source: str = "code") -> None:
         super().set(name, value, source)
-        if name == "sqlite_db_path" and self.sqlite_db_path is not None:
-            # one setting is enough to reach a SQLite backend (e.g. PYNENC__SQLITE_DB_PATH printed by
-            # pynenc-supervisor); explicitly chosen classes always win
-            self.imply_backend("SQLite", f"{source}, implied by sqlite_db_path")
+        family = self._IMPLYING.get(name)
+        if family is not None and getattr(self, name) is not None:
+            # one setting is enough to reach a shared backend (PYNENC__SQLITE_DB_PATH as printed by
+            # pynenc-supervisor, PYNENC__REDIS_URL to move to Redis); chosen classes always win
+            self.imply_backend(family, f"{source}, implied by {name}")
 
     def backend_is_default(self) -> bool:
         """Whether none of orchestrator_cls, broker_cls, state_backend_cls was set anywhere."""
         return all(self.source_of(name) == "default" for name in self._BACKEND_SETTINGS)
 
+    def backend_is_chosen(self) -> bool:
+        """Whether a backend class was set on its own (not implied by sqlite_db_path or redis_url)."""
+        return any(
+            self.source_of(name) != "default" and "implied by" not in self.source_of(name)
+            for name in self._BACKEND_SETTINGS
+        )
+
     def imply_backend(self, prefix: str, source: str) -> bool:
-        """Select the ``prefix`` family (e.g. "SQLite") if no backend class was chosen; True if it did."""
-        if not self.backend_is_default():
+        """Select the ``prefix`` family (e.g. "SQLite") unless backend classes were chosen; True if it did."""
+        if self.backend_is_chosen():
             return False
         for name in self._BACKEND_SETTINGS:
             suffix = "".join(part.capitalize() for part in name.removesuffix("_cls").split("_"))

@@ -118,3 +118,17 @@ def test_shared_backend_default_keeps_a_configured_backend(tmp_path: Path) -> No
     redis_app = PynencBuilder().app_id("r").redis(url="redis://localhost:1").build()
     assert redis_app.use_shared_backend_default() is None
     assert redis_app.conf.orchestrator_cls == "RedisOrchestrator"
+
+
+def test_moving_to_redis_is_one_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.pynenc.sqlite]\nsqlite_db_path = "dev.db"\n')
+    monkeypatch.chdir(tmp_path)
+    assert Pynenc(app_id="moving").conf.orchestrator_cls == "SQLiteOrchestrator"
+    monkeypatch.setenv("PYNENC__REDIS_URL", "redis://cache:6379/0")
+    conf = Pynenc(app_id="moving").conf
+    assert (conf.orchestrator_cls, conf.broker_cls, conf.state_backend_cls) == (
+        "RedisOrchestrator",
+        "RedisBroker",
+        "RedisStateBackend",
+    )
+    assert "implied by redis_url" in conf.source_of("broker_cls")
