@@ -51,6 +51,17 @@ SLOT_HEADROOM = 16
 EXIT_OK = 0
 EXIT_BOOT_ERROR = worker_mod.EXIT_BOOT_ERROR
 
+FORK_BLOCKED = {
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+}
+
 SIGNAL_NAMES = {
     signal.SIGTERM: "TERM",
     signal.SIGINT: "INT",
@@ -450,9 +461,15 @@ class Arbiter:
         )
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            worker_mod.child_main(self.app, self.table, spec)
+        # Signals stay blocked across fork: one sent to the new runner before it has installed
+        # its own handlers must wait for them, not run the supervisor's inherited handler.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                worker_mod.child_main(self.app, self.table, spec, previous)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         runner_id = worker_mod.runner_id_for(spec.token, pid)
         self.workers[pid] = Worker(pid, index, runner_id, time.monotonic())
         self.log.debug("runner forked", runner_pid=pid, slot=index)

@@ -29,6 +29,7 @@ Every log line of the child carries ``runner_pid``; lines about an invocation ca
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import signal
 import socket
@@ -95,10 +96,11 @@ def set_parent_death_signal(signum: int) -> bool:
         return False
 
 
-def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> NoReturn:
+def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[signal.Signals]) -> NoReturn:
+    """The runner process, from fork to ``os._exit``; ``signal_mask`` is restored once handlers are set."""
     code = EXIT_CRASH
     try:
-        code = _child(app, table, spec)
+        code = _child(app, table, spec, signal_mask)
     except BaseException:  # nothing may escape into the supervisor's code after fork
         traceback.print_exc()
     finally:
@@ -109,7 +111,7 @@ def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> NoReturn:
             os._exit(code)
 
 
-def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> int:
+def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[signal.Signals]) -> int:
     stopping = threading.Event()
     retire = threading.Event()
     pid = os.getpid()
@@ -134,6 +136,8 @@ def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGUSR1, on_retire)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <runner>` dumps its stacks
+    signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)  # signals sent meanwhile arrive now
     if os.getppid() != spec.supervisor_pid:  # the supervisor died before the prctl
         return EXIT_OK
 

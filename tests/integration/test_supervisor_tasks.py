@@ -193,6 +193,11 @@ class Daemon:
 
     def close(self) -> None:
         """Kill whatever is left of the daemon's process group (a test that failed midway)."""
+        if self.proc.poll() is None and os.environ.get("PYNENC_TEST_DUMP"):
+            for pid in self.runner_pids():
+                os.kill(pid, signal.SIGUSR2)
+            time.sleep(1)
+            Path(f"/tmp/sv-debug-{self.pid}.log").write_text(self.log_path.read_text(errors="replace"))
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
