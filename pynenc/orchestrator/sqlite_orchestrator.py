@@ -33,28 +33,32 @@ from typing import Any
 import orjson
 
 from pynenc import sqlite_store as db
-from pynenc.exceptions import CycleDetectedError, LeaseLostError, StalledInvocationError
-from pynenc.models import CallSpec, ClaimedInvocation, InvocationRecord, Outcome, OutcomeKind, RegisterOutcome
+from pynenc.exceptions import (
+    CycleDetectedError,
+    InvocationStatusTransitionError,
+    LeaseLostError,
+    StalledInvocationError,
+)
+from pynenc.models import CallSpec, ClaimedInvocation, Outcome, OutcomeKind, RegisterOutcome
 from pynenc.orchestrator.base import BaseOrchestrator
+from pynenc.orchestrator.sqlite_reads import SQLiteReads, marks
 from pynenc.serializer.base import render_arguments
 from pynenc.serializer.errors import encode_exception
 from pynenc.sqlite_store import SQLiteStore
-from pynenc.status import EXECUTING, FINAL, OWNED, InvocationStatus
+from pynenc.status import EXECUTING, FINAL, OWNED, TRANSITIONS, InvocationStatus
 
 S = InvocationStatus
 Row = sqlite3.Row
 
 
-def _marks(values: Iterable[object]) -> str:
-    return ",".join("?" * len(list(values)))
-
-
 _OWNED = tuple(s.value for s in OWNED)
 _FINAL = tuple(s.value for s in FINAL)
 _EXECUTING = tuple(s.value for s in EXECUTING)
+#: for each status, the statuses the transition table allows moving to it from
+_SOURCES = {new: tuple(src.value for src, targets in TRANSITIONS.items() if new in targets) for new in S}
 
 
-class SQLiteOrchestrator(BaseOrchestrator):
+class SQLiteOrchestrator(SQLiteReads, BaseOrchestrator):
     family = "sqlite"
 
     def __init__(self, app: Any) -> None:
@@ -90,10 +94,16 @@ class SQLiteOrchestrator(BaseOrchestrator):
         now = time.time()
         final = status in FINAL
         final_seq = db.next_counter(conn, self.app_id, "final", 1) if final else None
-        conn.execute(
-            "UPDATE invocations SET status = ?, finished_at = ?, final_seq = ? WHERE app_id = ? AND id = ?",
-            (status.value, now if final else None, final_seq, self.app_id, invocation_id),
-        )
+        sources = _SOURCES[status]
+        moved = conn.execute(
+            "UPDATE invocations SET status = ?, finished_at = ?, final_seq = ? WHERE app_id = ? AND id = ? "
+            f"AND status IN ({marks(sources)})",
+            (status.value, now if final else None, final_seq, self.app_id, invocation_id, *sources),
+        ).rowcount
+        if not moved:  # the transition table forbids it: the whole transaction is rolled back
+            row = self._row(conn, invocation_id)
+            current = row["status"] if row is not None else "(no such invocation)"
+            raise InvocationStatusTransitionError(invocation_id, current, status, "not in the transition table")
         conn.execute(
             "INSERT INTO history (app_id, id, status, ts, runner) VALUES (?, ?, ?, ?, ?)",
             (self.app_id, invocation_id, status.value, now, runner_id),
@@ -351,7 +361,7 @@ class SQLiteOrchestrator(BaseOrchestrator):
             for invocation_id in invocation_ids:
                 renewed = conn.execute(
                     f"UPDATE invocations SET lease_expires = ? WHERE app_id = ? AND id = ? AND owner = ? "
-                    f"AND status IN ({_marks(_OWNED)})",
+                    f"AND status IN ({marks(_OWNED)})",
                     (expires, self.app_id, invocation_id, runner_id, *_OWNED),
                 ).rowcount
                 if not renewed:
@@ -360,6 +370,8 @@ class SQLiteOrchestrator(BaseOrchestrator):
 
     def recover_expired(self, max_stalls: int) -> list[str]:
         now = time.time()
+        if not self._anything_expired(now):  # the usual case: no write lock needed
+            return []
         with self.store.transaction() as conn:
             expired = [
                 row
@@ -373,6 +385,19 @@ class SQLiteOrchestrator(BaseOrchestrator):
                 self._recover(conn, row, max_stalls)
             self._expire_results(conn, now)
         return [row["id"] for row in expired]
+
+    def _anything_expired(self, now: float) -> bool:
+        with self.store.reading() as conn:
+            lease = conn.execute(
+                "SELECT 1 FROM invocations WHERE app_id = ? AND lease_expires IS NOT NULL AND lease_expires <= ? "
+                "LIMIT 1",
+                (self.app_id, now),
+            ).fetchone()
+            result = conn.execute(
+                "SELECT 1 FROM invocations WHERE app_id = ? AND finished_at IS NOT NULL AND finished_at < ? LIMIT 1",
+                (self.app_id, now - self.app.conf.result_ttl),
+            ).fetchone()
+        return lease is not None or result is not None
 
     def _recover(self, conn: sqlite3.Connection, row: Row, max_stalls: int) -> None:
         invocation_id = row["id"]
@@ -410,13 +435,13 @@ class SQLiteOrchestrator(BaseOrchestrator):
             ).fetchall()
         ]
         for part in db.chunks(old):
-            marks = _marks(part)
-            conn.execute(f"DELETE FROM history WHERE app_id = ? AND id IN ({marks})", (self.app_id, *part))
-            conn.execute(
-                f"DELETE FROM waits WHERE app_id = ? AND (waiter IN ({marks}) OR awaited IN ({marks}))",
-                (self.app_id, *part, *part),
-            )
-            conn.execute(f"DELETE FROM invocations WHERE app_id = ? AND id IN ({marks})", (self.app_id, *part))
+            placeholders = marks(part)
+            conn.execute(f"DELETE FROM history WHERE app_id = ? AND id IN ({placeholders})", (self.app_id, *part))
+            for column in ("waiter", "awaited"):  # one indexed delete each (an OR would scan)
+                conn.execute(
+                    f"DELETE FROM waits WHERE app_id = ? AND {column} IN ({placeholders})", (self.app_id, *part)
+                )
+            conn.execute(f"DELETE FROM invocations WHERE app_id = ? AND id IN ({placeholders})", (self.app_id, *part))
 
     def release(self, runner_id: str, invocation_ids: Sequence[str]) -> None:
         with self.store.transaction() as conn:
@@ -466,104 +491,6 @@ class SQLiteOrchestrator(BaseOrchestrator):
         with self.store.transaction() as conn:
             db.purge_records(conn, self.app_id)
             self.store.notify(final=True, work=True)
-
-    # ----- reads ---------------------------------------------------------------------------
-    def get_status(self, invocation_id: str) -> InvocationStatus | None:
-        with self.store.reading() as conn:
-            row = conn.execute(
-                "SELECT status FROM invocations WHERE app_id = ? AND id = ?", (self.app_id, invocation_id)
-            ).fetchone()
-        return S(row[0]) if row else None
-
-    def get_record(self, invocation_id: str) -> InvocationRecord | None:
-        with self.store.snapshot() as conn:
-            return db.load_record(conn, self.app_id, invocation_id)
-
-    def _final_now(self, invocation_ids: Sequence[str]) -> tuple[set[str], bool, int]:
-        """(the final ones, whether any is final or unknown, the last ``final_seq`` handed out)."""
-        statuses: dict[str, str] = {}
-        with self.store.snapshot() as conn:
-            for part in db.chunks(list(dict.fromkeys(invocation_ids))):
-                statuses.update(
-                    conn.execute(
-                        f"SELECT id, status FROM invocations WHERE app_id = ? AND id IN ({_marks(part)})",
-                        (self.app_id, *part),
-                    ).fetchall()
-                )
-            row = conn.execute(
-                "SELECT value FROM counters WHERE app_id = ? AND name = 'final'", (self.app_id,)
-            ).fetchone()
-        final = {i for i, status in statuses.items() if status in _FINAL}
-        done = bool(final) or any(i not in statuses for i in invocation_ids)
-        return final, done, int(row[0]) if row else 0
-
-    def _final_since(self, final_seq: int) -> tuple[list[str], int]:
-        """Ids that became final after ``final_seq`` (whatever they are), and the new last number."""
-        with self.store.reading() as conn:
-            rows = conn.execute(
-                "SELECT id, final_seq FROM invocations WHERE app_id = ? AND final_seq > ?",
-                (self.app_id, final_seq),
-            ).fetchall()
-        return [row[0] for row in rows], max((row[1] for row in rows), default=final_seq)
-
-    def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
-        # The first look reads every id; later looks read only what became final since, so
-        # waiting on a large group costs per finished invocation, not per id and wake-up. A
-        # caller that comes back for the rest of the same ids (as InvocationGroup.results does)
-        # continues from its last look, re-reading everything at most once a second.
-        wanted = set(invocation_ids)
-        found: set[str] = set()
-        previous = getattr(self._local, "last_look", None)
-        last_seq: int | None = None
-        if previous is not None:
-            seq, pending, when = previous
-            if wanted <= pending and time.monotonic() - when < 1.0:
-                last_seq = seq
-
-        def check() -> bool:
-            nonlocal last_seq
-            if last_seq is None:
-                final, done, last_seq = self._final_now(invocation_ids)
-                self._local.last_look = (last_seq, wanted - final, time.monotonic())
-                found.update(final)
-                return done
-            new, last_seq = self._final_since(last_seq)
-            found.update(wanted.intersection(new))
-            return bool(found)
-
-        self.store.wait_until(check, timeout, "final")
-        if last_seq is not None and getattr(self._local, "last_look", None) is not None:
-            self._local.last_look = (last_seq, wanted - found, self._local.last_look[2])
-        return found
-
-    def wait_for_work(self, timeout: float) -> None:
-        self.store.wait_until(lambda: self.queue_depth() > 0, timeout, "work")
-
-    def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
-        with self.store.snapshot() as conn:
-            if statuses is None:
-                return db.load_records(conn, self.app_id)
-            wanted = [s.value for s in statuses]
-            return db.load_records(conn, self.app_id, f"status IN ({_marks(wanted)})", wanted)
-
-    def status_counts(self) -> dict[InvocationStatus, int]:
-        with self.store.reading() as conn:
-            rows = conn.execute(
-                "SELECT status, COUNT(*) FROM invocations WHERE app_id = ? GROUP BY status", (self.app_id,)
-            ).fetchall()
-        return {S(status): count for status, count in rows}
-
-    def queue_depth(self) -> int:
-        with self.store.reading() as conn:
-            return db.depth(conn, self.app_id)
-
-    def executing_count(self) -> int:
-        with self.store.reading() as conn:
-            row = conn.execute(
-                f"SELECT COUNT(*) FROM invocations WHERE app_id = ? AND status IN ({_marks(_EXECUTING)})",
-                (self.app_id, *_EXECUTING),
-            ).fetchone()
-        return int(row[0])
 
     def close(self) -> None:
         self.store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from pynenc import Pynenc, PynencBuilder
-from pynenc.exceptions import InvocationKilledError, StalledInvocationError
+from pynenc.exceptions import InvocationKilledError, InvocationStatusTransitionError, StalledInvocationError
 from pynenc.invocation import final_value
 from pynenc.models import CallSpec, Outcome, OutcomeKind
 from pynenc.status import InvocationStatus as S
@@ -189,6 +190,25 @@ def test_results_expire_after_result_ttl(path: Path) -> None:
     orchestrator.finish("runner", "short-lived", DONE)
     poll(lambda: orchestrator.recover_expired(3) == [] and orchestrator.get_status("short-lived") is None)
     assert orchestrator.get_status("still-running") is S.RUNNING
+    app.close()
+    with sqlite3.connect(path) as conn:
+        left = conn.execute("SELECT COUNT(*) FROM history WHERE id = 'short-lived'").fetchone()[0]
+    conn.close()
+    assert left == 0
+
+
+def test_a_move_outside_the_transition_table_is_refused_and_rolled_back(path: Path) -> None:
+    app = sqlite_app(path, "table")
+    orchestrator = app.orchestrator
+    orchestrator.register([spec("queued")])
+    store = orchestrator.store  # type: ignore[attr-defined]
+    with pytest.raises(InvocationStatusTransitionError, match="REGISTERED to SUCCESS"):
+        with store.transaction() as conn:
+            conn.execute("UPDATE invocations SET result = 'jtampered' WHERE id = 'queued'")
+            orchestrator._move(conn, "queued", S.SUCCESS)  # type: ignore[attr-defined]
+    record = orchestrator.get_record("queued")
+    assert record is not None and record.status is S.REGISTERED and record.result is None
+    assert [entry.status for entry in record.history] == [S.REGISTERED]
     app.close()
 
 
