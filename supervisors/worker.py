@@ -96,7 +96,7 @@ def set_parent_death_signal(signum: int) -> bool:
         return False
 
 
-def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[signal.Signals]) -> NoReturn:
+def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[int | signal.Signals]) -> NoReturn:
     """The runner process, from fork to ``os._exit``; ``signal_mask`` is restored once handlers are set."""
     code = EXIT_CRASH
     try:
@@ -111,7 +111,7 @@ def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set
             os._exit(code)
 
 
-def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[signal.Signals]) -> int:
+def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[int | signal.Signals]) -> int:
     stopping = threading.Event()
     retire = threading.Event()
     pid = os.getpid()
