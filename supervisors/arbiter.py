@@ -342,7 +342,7 @@ class Arbiter:
             self._after_exit(worker, status)
 
     def _after_exit(self, worker: Worker, status: int) -> None:
-        slot = self.table.read(worker.slot)
+        slot = self.table.read_dead(worker.slot)
         code = os.waitstatus_to_exitcode(status)
         log = self.log.bind(runner_pid=worker.pid, runner_id=worker.runner_id)
         if code < 0:

@@ -230,8 +230,26 @@ def test_dead_writer_mid_update_times_out_then_clear_repairs(table: Any) -> None
     st._SEQ.pack_into(table._shm.buf, base, seq + 1)  # as if the writer died with the counter odd
     with pytest.raises(st.SlotReadTimeout):
         table.read(3, timeout=0.05)
+    assert table.read_dead(3).pid == 77  # the supervisor still learns what the dead runner held
     table.clear(3)
     assert table.read(3) == Slot(3)
+
+
+def test_run_limit_lives_in_the_header(table: Any) -> None:
+    assert table.limit() == 4  # defaults to the slot count
+    table.set_limit(2)
+    other = SlotTable.attach(table.name)
+    try:
+        assert other.limit() == 2
+    finally:
+        other.close()
+
+
+def test_only_leaving_running_with_an_invocation_counts_as_done(table: Any) -> None:
+    table.write(0, state=SlotState.RUNNING)  # holding a run permit while claiming, nothing claimed
+    assert table.set_idle(0).invocations_done == 0
+    table.set_running(0, "inv-1", "tasks.add")
+    assert table.set_idle(0).invocations_done == 1
 
 
 def test_close_unlinks_segment() -> None:
