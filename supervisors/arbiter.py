@@ -128,6 +128,7 @@ class Arbiter:
         self.log = app.logger.bind(supervisor_pid=self.pid)
         self.notifier = Notifier.from_env(unset_environment=True) if install_signals else Notifier(None)
         self._last_status = ""
+        self._table_full_logged = False
         self._next_publish = 0.0
         self._next_watchdog = 0.0
         self._table: SlotTable | None = None
@@ -443,8 +444,11 @@ class Arbiter:
         try:
             index = self.table.claim_free_slot(0)
         except SlotTableFull:
-            self.log.warning("slot table full: cannot add a runner", slots=self.table.size)
+            if not self._table_full_logged:
+                self._table_full_logged = True
+                self.log.warning("slot table full: cannot add a runner", slots=self.table.size)
             return False
+        self._table_full_logged = False
         conf = self.app.conf
         spec = worker_mod.WorkerSpec(
             slot_index=index,

@@ -107,6 +107,9 @@ def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set
         try:
             sys.stdout.flush()
             sys.stderr.flush()
+            os.write(spec.wake_fd, b"x")  # the supervisor reaps and replaces us at once
+        except OSError:
+            pass
         finally:
             os._exit(code)
 
