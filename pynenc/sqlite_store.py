@@ -124,7 +124,7 @@ class SQLiteStore:
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection in autocommit mode: each statement sees the latest commit."""
-        with sync.gate().held():
+        with self._translated(), sync.gate().held():
             yield self._conn(self._holder())
 
     def _open(self) -> sqlite3.Connection:
@@ -181,9 +181,19 @@ class SQLiteStore:
                 delay = min(delay * 2, MAX_SLEEP)
 
     @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """SQLite failures (disk full, read-only or vanished file, I/O error) as BackendUnavailableError."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise  # a bug of the caller (e.g. a duplicate id), not a backend failure
+        except sqlite3.DatabaseError as exc:
+            raise BackendUnavailableError(f"SQLite database {self.path!r}: {exc}") from exc
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error); nested use joins the outer one."""
-        with sync.gate().held():
+        with self._translated(), sync.gate().held():
             holder = self._holder()
             conn = self._conn(holder)
             if holder.depth:
@@ -219,7 +229,7 @@ class SQLiteStore:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: several queries see one consistent state."""
-        with sync.gate().held():
+        with self._translated(), sync.gate().held():
             holder = self._holder()
             conn = self._conn(holder)
             if holder.depth:
@@ -237,7 +247,7 @@ class SQLiteStore:
     # ----- waiting -------------------------------------------------------------------------
     def changed_elsewhere(self) -> bool:
         """Whether another connection committed since this thread last asked (cheap)."""
-        with sync.gate().held():
+        with self._translated(), sync.gate().held():
             holder = self._holder()
             version = int(self._conn(holder).execute("PRAGMA data_version").fetchone()[0])
             changed = version != holder.data_version

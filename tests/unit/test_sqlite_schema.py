@@ -157,3 +157,12 @@ def test_older_schema_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(invocations)")}
     conn.close()
     assert "final_seq" in columns
+
+
+def test_a_path_that_cannot_be_a_database_file_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder.db"
+    folder.mkdir()
+    app = sqlite_app(folder)
+    with pytest.raises(BackendUnavailableError, match="a-folder.db"):
+        app.orchestrator.queue_depth()
+    app.close()
