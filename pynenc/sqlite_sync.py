@@ -22,6 +22,7 @@ way to tell another process "something changed". This module adds, per file:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -314,4 +315,11 @@ def _after_fork_in_child() -> None:
                 os.close(lock.fd)
 
 
+def _close_doorbells() -> None:
+    """At exit: remove this process's wake-up markers (ringers also drop those of dead processes)."""
+    for bell in list(_host.doorbells.values()):
+        bell.close()
+
+
+atexit.register(_close_doorbells)
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
