@@ -234,13 +234,16 @@ class SQLiteOrchestrator(SQLiteReads, BaseOrchestrator):
         claimed: list[ClaimedInvocation] = []
         with self.store.transaction() as conn:
             while len(claimed) < max_count:
-                invocation_id = db.pop(conn, self.app_id)
-                if invocation_id is None:
+                row = conn.execute(
+                    "SELECT * FROM invocations WHERE app_id = ? AND seq IS NOT NULL ORDER BY priority DESC, seq "
+                    "LIMIT 1",
+                    (self.app_id,),
+                ).fetchone()
+                if row is None:
                     break
+                invocation_id = row["id"]
                 self._dequeue(conn, invocation_id)
                 self._move(conn, invocation_id, S.PENDING, runner_id)
-                row = self._row(conn, invocation_id)
-                assert row is not None
                 key = row["running_key"]
                 if key is not None:
                     holder = conn.execute(
