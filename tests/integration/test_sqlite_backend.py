@@ -309,3 +309,42 @@ def test_a_commit_in_another_process_rings_the_waiting_process(path: Path) -> No
     assert not (markers / "99999999").exists()
     assert app.orchestrator.get_status("rung") is S.SUCCESS
     app.close()
+
+
+def _count_open_files(path: Path, result: Any) -> None:
+    """In the child right after fork: how many inherited descriptors point at the database file."""
+    target = str(path.resolve())
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == target:
+                count += 1
+        except OSError:
+            continue
+    result.value = count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+def test_no_connection_is_open_across_fork(path: Path) -> None:
+    app = sqlite_app(path, "fork-gate")
+    app.orchestrator.register([spec("before-fork")])
+    assert app.orchestrator.queue_depth() == 1  # this thread's connection is open now
+    parent_fds = [fd for fd in os.listdir("/proc/self/fd") if _points_to(fd, path)]
+    assert parent_fds, "the parent should hold the file open before the fork"
+    context = multiprocessing.get_context("fork")
+    result = context.Value("i", -1)
+    child = context.Process(target=_count_open_files, args=(path, result))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert result.value == 0
+    # the parent reopens on next use
+    assert app.orchestrator.get_status("before-fork") is S.REGISTERED
+    app.close()
+
+
+def _points_to(fd: str, path: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == str(path.resolve())
+    except OSError:
+        return False
