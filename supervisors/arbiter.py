@@ -45,6 +45,8 @@ from pynenc.status import OWNED
 
 LOOP_SECONDS = 0.5
 PUBLISH_SECONDS = 2.0
+#: how long surplus runners (extras whose paused peers resumed, or after TTOU) linger before retiring
+SURPLUS_GRACE_SECONDS = 1.0
 #: extra slots beyond processes + max_paused, for TTIN and for runners replaced on HUP
 SLOT_HEADROOM = 16
 
@@ -129,6 +131,7 @@ class Arbiter:
         self.notifier = Notifier.from_env(unset_environment=True) if install_signals else Notifier(None)
         self._last_status = ""
         self._table_full_logged = False
+        self._surplus_since: float | None = None
         self._next_publish = 0.0
         self._next_watchdog = 0.0
         self._table: SlotTable | None = None
@@ -435,10 +438,19 @@ class Arbiter:
             if not self._spawn():
                 break
         surplus = len(active) - desired
-        if surplus > 0:
-            idle = [w for w in sorted(active, key=lambda w: -w.spawned_at) if slots[w.pid].state is SlotState.IDLE]
-            for worker in idle[:surplus]:
-                self._retire(worker, None)  # no deadline: a long invocation it took meanwhile may finish
+        if surplus <= 0:
+            self._surplus_since = None
+            return
+        # Paused runners come and go in bursts (fan-outs): keep extras for a moment rather
+        # than retiring one and forking another a few milliseconds later.
+        now = time.monotonic()
+        if self._surplus_since is None:
+            self._surplus_since = now
+        if now - self._surplus_since < SURPLUS_GRACE_SECONDS:
+            return
+        idle = [w for w in sorted(active, key=lambda w: -w.spawned_at) if slots[w.pid].state is SlotState.IDLE]
+        for worker in idle[:surplus]:
+            self._retire(worker, None)  # no deadline: a long invocation it took meanwhile may finish
 
     def _spawn(self) -> bool:
         try:

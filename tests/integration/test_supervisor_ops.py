@@ -148,7 +148,9 @@ def test_ttin_ttou_resize_the_pool_and_the_published_snapshot_follows(daemon: Da
     assert all(set(slot) == slot_keys for slot in snapshot["slots"])
     assert {slot["pid"] for slot in snapshot["slots"]} == sup.runner_pids()
     assert all(slot["state"] == "idle" and slot["rss"] > 0 for slot in snapshot["slots"])
+    # one at a time: two identical signals sent back to back may arrive as one
     sup.send(signal.SIGTTOU)
+    t.wait_until(lambda: len(sup.runner_pids()) == 2, 20, "two runners left")
     sup.send(signal.SIGTTOU)
     t.wait_until(lambda: len(sup.runner_pids()) == 1, 20, "one runner left")
     t.wait_until(lambda: (s := _published(sup)) and s["processes"] == 1, 10, "the snapshot with 1 process")
