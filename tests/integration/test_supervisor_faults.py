@@ -37,7 +37,7 @@ def _gone(pid: int) -> bool:
 def test_hung_runner_is_killed_after_runner_timeout_and_its_invocation_retried(
     daemon: DaemonFactory, tmp_path: Path
 ) -> None:
-    sup = daemon("--processes", "2", "--runner-timeout", "1.5").ready()
+    sup = daemon("--processes", "2", "--runner-timeout", "3").ready()
     marker = tmp_path / "hung"
     inv = t.hang_first_time(str(marker))
     hung_pid = int(t.wait_until(lambda: marker.exists() and marker.read_text(), 20, "the task to hang"))
