@@ -1,15 +1,22 @@
-"""Faults while work runs: the script cache flushed, Redis restarted (appendonly on).
+"""Faults while work runs: the script cache flushed, Redis restarted (appendonly on),
+a runner process SIGKILLed.
 
-The first GATED_FROM invocations finish, the next ones block inside the task on
-GATE (so the fault hits while invocations are RUNNING and others are queued),
-then the gate opens and the whole run must complete with nothing lost.
+In the first two, the first GATED_FROM invocations finish and the next ones block
+inside the task on GATE (so the fault hits while invocations are RUNNING and
+others are queued), then the gate opens and the whole run must complete with
+nothing lost. In the third, another runner process recovers the dead one's work.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from pynenc import Pynenc
 from pynenc.status import InvocationStatus as S
@@ -80,5 +87,72 @@ def test_redis_restart_mid_run_loses_nothing(redis_aof_server: RedisServer) -> N
     finally:
         runner.stop()
     assert orchestrator_of(target).status_counts() == {S.SUCCESS: TOTAL}
+    target.purge()
+    target.reset_components()
+
+
+# ----- a runner process killed mid-run --------------------------------------------------------
+#: Redis URL and key prefix the blocking task signals on; set by the test before forking.
+SIGNALS: dict[str, str] = {}
+
+
+def _signals() -> redis.Redis[str]:
+    return redis.Redis.from_url(SIGNALS["url"], decode_responses=True)
+
+
+@app.task
+def blocking_square(x: int) -> int:
+    # Signals go through Redis lists: a SIGKILLed process can leave no lock held behind.
+    client = _signals()
+    try:
+        client.rpush(SIGNALS["prefix"] + "started", f"{x}:{os.getpid()}")
+        if client.blpop([SIGNALS["prefix"] + "release"], timeout=60) is None:
+            raise TimeoutError("the test never released the task")
+    finally:
+        client.close()
+    return x * x
+
+
+def _runner_process() -> None:
+    app.runner.run()  # after fork the app builds a fresh runner and Redis connection
+
+
+def test_sigkilled_runner_process_work_is_recovered_by_another(redis_server: RedisServer) -> None:
+    SIGNALS.update(url=redis_server.url, prefix=f"signals:{uuid.uuid4().hex}:")
+    client = _signals()
+    context = multiprocessing.get_context("fork")
+    target = configure(app, redis_server.url, max_threads=2, lease_seconds=1.0, recovery_interval=0.2)
+
+    def started() -> set[str]:
+        items = [client.blpop([SIGNALS["prefix"] + "started"], timeout=30) for _ in range(2)]
+        assert None not in items, "the tasks did not start"
+        return {item[1] for item in items if item is not None}
+
+    invocations = [blocking_square(3), blocking_square(4)]
+    first = context.Process(target=_runner_process, daemon=True)
+    first.start()
+    second = None
+    try:
+        assert started() == {f"3:{first.pid}", f"4:{first.pid}"}
+        os.kill(first.pid, signal.SIGKILL)
+        first.join(10)
+        second = context.Process(target=_runner_process, daemon=True)
+        second.start()
+        assert started() == {f"3:{second.pid}", f"4:{second.pid}"}
+        client.rpush(SIGNALS["prefix"] + "release", "go", "go")
+        assert [inv.get_result(timeout=30) for inv in invocations] == [9, 16]
+    finally:
+        for process in (first, second):
+            if process is not None and process.is_alive():
+                process.kill()
+                process.join(10)
+        client.delete(SIGNALS["prefix"] + "started", SIGNALS["prefix"] + "release")
+        client.close()
+    for invocation in invocations:
+        record = orchestrator_of(target).get_record(invocation.invocation_id)
+        assert record is not None and record.stalls == 1
+        statuses = [h.status for h in record.history]
+        assert statuses[:4] == [S.REGISTERED, S.PENDING, S.RUNNING, S.RUNNING_RECOVERY]
+        assert statuses[-1] is S.SUCCESS
     target.purge()
     target.reset_components()
