@@ -24,6 +24,7 @@ stopped (shutdown, reload, scale down) are handed back with ``release`` (no stal
 from __future__ import annotations
 
 import collections
+import faulthandler
 import os
 import select
 import signal
@@ -158,8 +159,11 @@ class Arbiter:
         if self.install_signals:
             for signum in (*SIGNAL_NAMES, signal.SIGCHLD):
                 self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+            faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2` dumps stacks
 
     def _teardown(self) -> None:
+        if self._old_handlers:
+            faulthandler.unregister(signal.SIGUSR2)
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
         self._old_handlers.clear()
@@ -224,11 +228,11 @@ class Arbiter:
                 self._check_ready()
                 self._publish()
         except BaseException:
-            self._kill_all(release=True)
+            self._kill_all()
             raise
         finally:
             if self.workers:
-                self._kill_all(release=True)
+                self._kill_all()
             self.log.info("supervisor stopped", code=self.exit_code)
             self._teardown()
         return self.exit_code if self.exit_code is not None else EXIT_OK
@@ -276,10 +280,10 @@ class Arbiter:
         self.stopping = True
         self.notifier.stopping("stopping now")
         self.log.info("cold shutdown", runners=len(self.workers))
-        self._kill_all(release=True)
+        self._kill_all()
         self.exit_code = EXIT_OK
 
-    def _kill_all(self, release: bool) -> None:
+    def _kill_all(self) -> None:
         """SIGKILL every runner, reap it and give its invocations back."""
         for worker in self.workers.values():
             worker.killed = True

@@ -167,7 +167,15 @@ def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[int
     return code
 
 
+_orphaned = threading.Event()
+
+
 def _start_orphan_timer(seconds: float) -> None:
+    """Exit hard ``seconds`` after learning the supervisor is gone (once, however often told)."""
+    if _orphaned.is_set():
+        return
+    _orphaned.set()
+
     def expire() -> None:
         os._exit(EXIT_ORPHAN_TIMEOUT)
 
