@@ -43,6 +43,7 @@ BUSY_TIMEOUT_MS = 5000
 #: how long a transaction keeps retrying to get the write lock before giving up
 LOCK_DEADLINE_SECONDS = 60.0
 MIN_SLEEP, MAX_SLEEP = 0.001, 0.1
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def db_path_of(app: Any) -> str:
@@ -147,6 +148,8 @@ class SQLiteStore:
             # modify a file it refuses); switching needs a lock another opener may hold.
             self._retry_locked(lambda: _use_wal(conn))
             conn.execute("PRAGMA synchronous = NORMAL")
+            # the WAL file is reused, not shrunk, after checkpoints: cap what a burst leaves behind
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         except BaseException:
             conn.close()
             raise
