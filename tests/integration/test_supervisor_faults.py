@@ -138,3 +138,12 @@ def test_wrong_setting_value_exits_5(tmp_path: Path) -> None:
     done = _run_supervisor(["--app", "ok_tasks.app", "--processes", "many"], tmp_path, {})
     assert done.returncode == 5
     assert "processes" in done.stderr and "many" in done.stderr
+
+
+def test_a_memory_backend_chosen_on_purpose_is_refused_with_exit_5(tmp_path: Path) -> None:
+    (tmp_path / "mem_tasks.py").write_text("from pynenc import Pynenc\napp = Pynenc()\n")
+    env = {f"PYNENC__{kind}_CLS": f"Mem{name}" for kind, name in
+           (("ORCHESTRATOR", "Orchestrator"), ("BROKER", "Broker"), ("STATE_BACKEND", "StateBackend"))}
+    done = _run_supervisor(["--app", "mem_tasks.app"], tmp_path, env)
+    assert done.returncode == 5, done.stderr
+    assert "memory backend" in done.stderr and "redis_url" in done.stderr
