@@ -406,5 +406,7 @@ def load_record(conn: sqlite3.Connection, app_id: str, invocation_id: str) -> In
 
 
 def purge_records(conn: sqlite3.Connection, app_id: str) -> None:
-    for table in ("invocations", "history", "waits", "running_keys", "counters"):
+    for table in ("invocations", "history", "waits", "running_keys"):
         conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app_id,))
+    # "final" keeps counting: waiters remember the last number they saw
+    conn.execute("DELETE FROM counters WHERE app_id = ? AND name != 'final'", (app_id,))
