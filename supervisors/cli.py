@@ -70,19 +70,22 @@ def ensure_shared_backend(app: Any) -> str | None:
     return setting if isinstance(setting, str) else None
 
 
-def _forget_project_modules(baseline: set[str]) -> None:
+def _forget_project_modules(baseline: set[str], app_spec: str = "") -> None:
     """Drop modules imported since ``baseline`` that are the project's own code (for HUP).
 
-    Libraries (anything under the interpreter's prefixes) and pynenc stay loaded: only the
-    user's code is imported again.
+    The project's code is the app's top-level package (wherever it is installed, site-packages
+    included: deploying with ``pip install`` then reloading must pick the new version) and any
+    module outside the interpreter's prefixes.  Other libraries and pynenc stay loaded.
     """
     prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    top = app_spec.split(".", 1)[0]
     for name in set(sys.modules) - baseline:
-        module = sys.modules.get(name)
-        path = getattr(module, "__file__", None) or ""
-        if name == "pynenc" or name.startswith("pynenc.") or not path or path.startswith(prefixes):
+        if name == "pynenc" or name.startswith("pynenc."):
             continue
-        del sys.modules[name]
+        path = getattr(sys.modules.get(name), "__file__", None) or ""
+        ours = bool(top) and (name == top or name.startswith(f"{top}."))
+        if ours or (path and not path.startswith(prefixes)):
+            del sys.modules[name]
     importlib.invalidate_caches()
 
 
@@ -132,7 +135,7 @@ def supervisor(app_spec: str, **values: str | None) -> None:
         click.echo(f"pynenc-supervisor: no shared backend configured; using {setting}", err=True)
 
     def reload() -> Any:
-        _forget_project_modules(baseline)
+        _forget_project_modules(baseline, app_spec)
         new_app, _ = load_configured_app(app_spec, overrides)
         return new_app
 

@@ -66,3 +66,14 @@ def test_reload_forgets_project_modules_but_keeps_libraries(project: Path) -> No
     cli._forget_project_modules(baseline)
     assert "cli_sv_tasks" not in sys.modules
     assert "colorsys" in sys.modules or "colorsys" in baseline
+
+
+def test_reload_forgets_the_apps_package_even_when_installed_with_libraries(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    baseline = set(sys.modules)
+    importlib.import_module("cli_sv_tasks")
+    # as if the project were pip-installed: its file under the interpreter's prefix
+    monkeypatch.setattr(sys, "prefix", str(project))
+    cli._forget_project_modules(baseline, "cli_sv_tasks.app")
+    assert "cli_sv_tasks" not in sys.modules
