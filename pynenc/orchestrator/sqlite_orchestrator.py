@@ -3,8 +3,10 @@
 Every public write method is ONE ``BEGIN IMMEDIATE`` transaction (the SQL
 counterpart of the Redis Lua scripts): the write lock is taken before anything
 is read, so two processes can never both claim an invocation, both take a
-running key or both move a status. The semantics follow
-:class:`~pynenc.orchestrator.mem_orchestrator.MemOrchestrator` exactly.
+running key or both move a status. Every status change is also checked
+against :data:`pynenc.status.TRANSITIONS` in its UPDATE; a change the table does
+not allow raises InvocationStatusTransitionError and rolls the transition back.
+The semantics follow :class:`~pynenc.orchestrator.mem_orchestrator.MemOrchestrator`.
 
 Storage (see :mod:`pynenc.sqlite_schema`), all rows scoped by ``app_id``:
 
@@ -45,15 +47,13 @@ from pynenc.orchestrator.sqlite_reads import SQLiteReads, marks
 from pynenc.serializer.base import render_arguments
 from pynenc.serializer.errors import encode_exception
 from pynenc.sqlite_store import SQLiteStore
-from pynenc.status import EXECUTING, FINAL, OWNED, TRANSITIONS, InvocationStatus
+from pynenc.status import FINAL, OWNED, TRANSITIONS, InvocationStatus
 
 S = InvocationStatus
 Row = sqlite3.Row
 
-
 _OWNED = tuple(s.value for s in OWNED)
 _FINAL = tuple(s.value for s in FINAL)
-_EXECUTING = tuple(s.value for s in EXECUTING)
 #: for each status, the statuses the transition table allows moving to it from
 _SOURCES = {new: tuple(src.value for src, targets in TRANSITIONS.items() if new in targets) for new in S}
 
