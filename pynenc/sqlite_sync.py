@@ -113,12 +113,13 @@ class Doorbell:
         with self.lock:
             if self.listener is not None or not self.enabled:
                 return
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
-                listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 listener.bind(self._address(self.pid))
                 self.folder.mkdir(exist_ok=True)
                 (self.folder / str(self.pid)).touch()  # after bind: a marker always has a listener
-            except OSError:
+            except OSError:  # no abstract sockets, or a read-only folder: waiters poll
+                listener.close()
                 self.enabled = False
                 return
             self.listener = listener
