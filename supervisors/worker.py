@@ -15,7 +15,7 @@ with ``os._exit``, so the child never unwinds into the supervisor's stack).  The
 3. boots: builds the app's components (fresh connections: nothing crosses the fork) and
    touches the backend once; a failure exits with :data:`EXIT_BOOT_ERROR`, which makes the
    supervisor halt instead of forking runners that fail the same way forever;
-4. serves.  Process mode (:class:`SlotRunner`): one invocation at a time, under a run
+4. serves.  Process mode (:class:`PoolRunner`): one invocation at a time, under a run
    permit (:mod:`pynenc.supervisors.permits`); the slot's heartbeat is written between
    invocations and while paused, never by the task's thread of control, so a task that
    hangs stops the heartbeat and the supervisor kills the runner after ``runner_timeout``.
@@ -158,7 +158,7 @@ def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[int
     if spec.mode == "threads":
         code = _serve_threads(app, writer, spec, runner_id, stopping, retire)
     else:
-        runner = SlotRunner(app, writer, spec, runner_id, stopping, retire)
+        runner = PoolRunner(app, writer, spec, runner_id, stopping, retire)
         beat = threading.Thread(target=_heartbeat_loop, args=(writer, spec, stopping, None), daemon=True)
         beat.start()
         code = runner.serve()
@@ -215,8 +215,12 @@ def _heartbeat_loop(
                 writer.table.write(writer.index, heartbeat=time.time(), rss_bytes=_rss())
 
 
-class SlotRunner(BaseRunner):
-    """Runs one invocation at a time in a pool process, holding a run permit while it executes."""
+class PoolRunner(BaseRunner):
+    """Runs one invocation at a time in a pool process, holding a run permit while it executes.
+
+    Its name is what ``pynenc status runners`` shows for the runner processes of a supervisor
+    (or of a PersistentProcessRunner / ProcessRunner).
+    """
 
     def __init__(
         self,
@@ -319,7 +323,9 @@ class SlotRunner(BaseRunner):
             self.writer.acquire(resuming=True)
 
 
-class _CountingThreadRunner(ThreadRunner):
+class PoolThreadRunner(ThreadRunner):
+    """MultiThreadRunner's runner in a pool process: a ThreadRunner that counts what it finished."""
+
     def __init__(self, app: Any, spec: WorkerSpec, stop: threading.Event) -> None:
         super().__init__(app)
         self.spec = spec
@@ -344,7 +350,7 @@ def _serve_threads(
     retire: threading.Event,
 ) -> int:
     """MultiThreadRunner: a ThreadRunner loop in this process until SIGTERM or recycling."""
-    runner = _CountingThreadRunner(app, spec, stopping)
+    runner = PoolThreadRunner(app, spec, stopping)
     runner.runner_id = runner_id
     runner.stop_grace_seconds = spec.graceful_timeout
     beat = threading.Thread(target=_heartbeat_loop, args=(writer, spec, stopping, runner), daemon=True)
