@@ -30,6 +30,7 @@ import select
 import signal
 import socket
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from types import FrameType
 from typing import Any
 
 from pynenc.supervisors import worker as worker_mod
-from pynenc.supervisors.permits import create_lock_file
+from pynenc.supervisors.permits import LOCK_PREFIX, create_lock_file
 from pynenc.supervisors.sd_notify import Notifier
 from pynenc.supervisors.slot_table import Slot, SlotState, SlotTable, SlotTableFull
 
@@ -150,6 +151,8 @@ class Arbiter:
         return 2 * self.processes + self.max_paused + SLOT_HEADROOM
 
     def _setup(self) -> None:
+        for name in sweep_stale():
+            self.log.info("removed a leftover of a killed supervisor", name=name)
         self._table = SlotTable.create(self._capacity())
         self.table.set_limit(self.processes if self.mode == "process" else self._capacity())
         self._lock_path = create_lock_file()
@@ -558,6 +561,43 @@ class Arbiter:
             )
         except Exception as exc:
             self.log.warning("could not publish supervisor status", error=repr(exc))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_stale(shm_dir: str = "/dev/shm", lock_dir: str | None = None) -> list[str]:
+    """Remove slot tables and lock files left by supervisors that were killed; return what went.
+
+    Both are named after their creator's pid; only those whose pid is gone are removed
+    (orphaned runners that still use them keep their mappings and open files).
+    """
+    removed = []
+    candidates = [(shm_dir, "pynenc_slots_", "_"), (lock_dir or tempfile.gettempdir(), LOCK_PREFIX, "-")]
+    for directory, prefix, separator in candidates:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            if not name.startswith(prefix):
+                continue
+            pid_text = name[len(prefix) :].split(separator, 1)[0]
+            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+                continue
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,11 +32,16 @@ from pynenc.supervisors.slot_table import Slot, SlotState, SlotTable
 _MIN_BACKOFF, _MAX_BACKOFF = 0.001, 0.05
 
 
-def create_lock_file(directory: str | None = None) -> str:
-    """A fresh empty lock file for one pool (the supervisor deletes it when it exits)."""
-    import tempfile
+LOCK_PREFIX = "pynenc-permits-"
 
-    fd, path = tempfile.mkstemp(prefix="pynenc-permits-", suffix=".lock", dir=directory)
+
+def create_lock_file(directory: str | None = None) -> str:
+    """A fresh empty lock file for one pool, named after its creator's pid.
+
+    The supervisor deletes it when it exits; one left by a supervisor that was killed is
+    removed by the next one (:func:`pynenc.supervisors.arbiter.sweep_stale`).
+    """
+    fd, path = tempfile.mkstemp(prefix=f"{LOCK_PREFIX}{os.getpid()}-", suffix=".lock", dir=directory)
     os.close(fd)
     return path
 

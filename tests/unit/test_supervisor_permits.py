@@ -137,3 +137,23 @@ def test_limit_changes_are_seen_at_once(pool: tuple[SlotTable, str]) -> None:
     table.set_limit(2)  # TTIN
     assert table.limit() == 2
     assert second.acquire(timeout=1)
+
+
+def test_leftovers_of_killed_supervisors_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+
+    from pynenc.supervisors.arbiter import sweep_stale
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process
+    shm_dir, lock_dir = tmp_path / "shm", tmp_path / "tmp"
+    shm_dir.mkdir()
+    lock_dir.mkdir()
+    stale = [shm_dir / f"pynenc_slots_{dead.pid}_0a1b2c3d", lock_dir / f"pynenc-permits-{dead.pid}-k2j_x.lock"]
+    live = [shm_dir / f"pynenc_slots_{os.getpid()}_0a1b2c3d", lock_dir / f"pynenc-permits-{os.getpid()}-abc.lock"]
+    unrelated = [shm_dir / "PostgreSQL.1234", lock_dir / "pynenc-permits-notapid.lock"]
+    for path in stale + live + unrelated:
+        path.write_text("")
+    removed = sweep_stale(str(shm_dir), str(lock_dir))
+    assert sorted(removed) == sorted(p.name for p in stale)
+    assert all(p.exists() for p in live + unrelated) and not any(p.exists() for p in stale)
