@@ -281,8 +281,12 @@ def doorbell_for(path: str) -> Doorbell:
 def committed(path: str, final: bool, work: bool) -> None:
     """After a commit: wake the waiters of this process and of the other processes of the host."""
     if final or work:
-        signal_for(path).bump(final, work)
+        # Other processes first: ringing makes system calls that let other threads of this
+        # process run, and a thread of ours that just registered work usually goes on to wait
+        # for it; woken last, our runner threads find that wait already recorded (the order
+        # the in-memory backend has), instead of racing it to claim the new work.
         doorbell_for(path).ring(final, work)
+        signal_for(path).bump(final, work)
 
 
 def _before_fork() -> None:
