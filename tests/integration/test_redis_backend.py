@@ -10,11 +10,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from pynenc import Pynenc
+from pynenc.conf.config_pynenc import ConfigPynenc
 from pynenc.exceptions import (
     BackendUnavailableError,
     ConfigurationError,
@@ -53,8 +55,16 @@ def gated_square(x: int) -> int:
     return x * x
 
 
+#: Settings the tests change on the shared module app: back to their defaults for every test.
+TUNED_SETTINGS = (
+    "result_ttl", "lease_seconds", "recovery_interval", "max_stalls", "max_threads", "redis_retry_seconds",
+)  # fmt: skip
+
+
 def configure(target: Pynenc, url: str, **values: Any) -> Pynenc:
     """Point ``target`` at Redis ``url`` under a fresh app id, with ``values`` on top."""
+    for name in TUNED_SETTINGS:
+        setattr(target.conf, name, ConfigPynenc.settings()[name].default)
     target.conf.app_id = f"rt-{uuid.uuid4().hex[:10]}"
     target.conf.redis_url = url
     target.conf.orchestrator_cls = "RedisOrchestrator"
@@ -86,6 +96,23 @@ def spec(task_id: str = "tests.integration.test_redis_backend.square", **kwargs:
     invocation_id = uuid.uuid4().hex
     arguments = kwargs.pop("arguments", {"x": encode_json(3)})
     return CallSpec(invocation_id, task_id, arguments, call_key=kwargs.pop("call_key", invocation_id), **kwargs)
+
+
+@contextmanager
+def server_on_socket(appendonly: bool = False) -> Iterator[tuple[RedisServer, str]]:
+    """A private server the app reaches through a unix socket in the server's own temp dir.
+
+    For tests that stop the server: while it is down its TCP port is free and another test
+    process may start a server on it; nobody else can take a socket path inside our dir.
+    """
+    server = RedisServer(name="redis-socket", appendonly=appendonly, start=False)
+    socket_path = server.dir / "redis.sock"
+    server.extra_args += ["--unixsocket", str(socket_path), "--unixsocketperm", "700"]
+    try:
+        server.start()
+        yield server, f"unix://{socket_path}?db=0"
+    finally:
+        server.close()
 
 
 class RunnerThread:
@@ -338,13 +365,15 @@ def test_redis_down_at_start_names_the_url_without_password() -> None:
     target.close()
 
 
-def test_lost_redis_fails_after_retry_seconds_with_a_clear_error(fresh_redis_server: RedisServer) -> None:
-    target = configure(Pynenc(app_id="lost"), fresh_redis_server.url, redis_retry_seconds=0.3)
-    orchestrator = orchestrator_of(target)
-    fresh_redis_server.stop()
-    with pytest.raises(BackendUnavailableError, match="unreachable"):
+def test_lost_redis_fails_after_retry_seconds_with_a_clear_error() -> None:
+    with server_on_socket() as (server, url):
+        target = configure(Pynenc(app_id="lost"), url, redis_retry_seconds=0.3)
+        orchestrator = orchestrator_of(target)
         orchestrator.register([spec()])
-    target.close()
+        server.stop()
+        with pytest.raises(BackendUnavailableError, match=r"unreachable for 0.3 s"):
+            orchestrator.register([spec()])
+        target.close()
 
 
 # ----- scripts ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from tests.integration.test_behaviour import (  # noqa: F401  (collected here, o
     test_stop_runner_loop_leaves_nothing_running,
     test_task_exception_is_reraised_with_type_and_message,
 )
-from tests.integration.test_redis_backend import configure, orchestrator_of, spec
+from tests.integration.test_redis_backend import configure, orchestrator_of, poll, spec
 from tests.redis_servers import RedisCluster
 
 
@@ -104,7 +104,7 @@ def test_every_script_runs_on_the_cluster(redis_cluster: RedisCluster) -> None:
         assert orchestrator.fail_queued(other.invocation_id, ValueError("operator gave up"))
         orchestrator.broker.enqueue(child.invocation_id, 2)
         assert orchestrator.broker.peek(1) == [(child.invocation_id, 2)]
-        assert orchestrator.recover_expired(3) == [claimed.invocation_id]
+        poll(lambda: orchestrator.recover_expired(3) == [claimed.invocation_id])
         for item in orchestrator.claim("r2", 2, 30):
             assert orchestrator.finish("r2", item.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"))
         target.conf.result_ttl = 0.0

@@ -29,6 +29,7 @@ from tests.integration.test_redis_backend import (
     gated_square,
     orchestrator_of,
     poll,
+    server_on_socket,
 )
 from tests.redis_servers import RedisServer
 
@@ -46,11 +47,16 @@ def stuck_mid_run(target: Pynenc) -> None:
     """Wait until the ungated invocations are final and gated ones are RUNNING (blocked)."""
     orchestrator = orchestrator_of(target)
 
-    def reached() -> bool:
-        counts = orchestrator.status_counts()
-        return counts.get(S.SUCCESS, 0) == GATED_FROM and counts.get(S.RUNNING, 0) == 4
+    seen: list[dict[S, int]] = []
 
-    poll(reached)
+    def reached() -> bool:
+        seen.append(orchestrator.status_counts())
+        return seen[-1].get(S.SUCCESS, 0) == GATED_FROM and seen[-1].get(S.RUNNING, 0) == 4
+
+    try:
+        poll(reached)
+    except AssertionError:
+        raise AssertionError(f"never {GATED_FROM} SUCCESS and 4 RUNNING; last counts {seen[-1]}") from None
 
 
 def test_script_flush_mid_run(fresh_redis_server: RedisServer) -> None:
@@ -74,14 +80,23 @@ def test_script_flush_mid_run(fresh_redis_server: RedisServer) -> None:
     target.reset_components()
 
 
-def test_redis_restart_mid_run_loses_nothing(redis_aof_server: RedisServer) -> None:
+@pytest.fixture
+def aof_server_on_socket() -> Iterator[tuple[RedisServer, str]]:
+    with server_on_socket(appendonly=True) as server_and_url:
+        yield server_and_url
+
+
+def test_redis_restart_mid_run_loses_nothing(aof_server_on_socket: tuple[RedisServer, str]) -> None:
+    server, url = aof_server_on_socket
     # Short leases so that a claim whose reply was lost in the restart is recovered quickly.
-    target = configure(app, redis_aof_server.url, max_threads=4, lease_seconds=1.5, recovery_interval=0.3)
+    target = configure(app, url, max_threads=4, lease_seconds=1.5, recovery_interval=0.3)
     runner = RunnerThread(target)
     try:
         invocations = [gated_square(i) for i in range(TOTAL)]
         stuck_mid_run(target)
-        redis_aof_server.restart()
+        pid_before = server.pid
+        server.restart()
+        assert server.pid != pid_before
         GATE.set()
         assert [inv.get_result(timeout=60) for inv in invocations] == [i * i for i in range(TOTAL)]
     finally:
