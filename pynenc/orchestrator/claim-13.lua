@@ -2,10 +2,13 @@
 -- KEYS[1] queue         KEYS[2] status    KEYS[3] history   KEYS[4] spec
 -- KEYS[5] ctl           KEYS[6] reg_index KEYS[7] running_keys KEYS[8] parked
 -- KEYS[9] owner         KEYS[10] leases   KEYS[11] retries  KEYS[12] final_at
+-- KEYS[13] wake
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] max count  ARGV[5] lease seconds
 -- Returns: flat list {lease expiry, then a triple id, spec JSON, num_retries per invocation now RUNNING}.
 -- Popped invocations whose running key is held elsewhere go PENDING -> CONCURRENCY_CONTROLLED
 -- (parked on the key) or PENDING -> CONCURRENCY_CONTROLLED_FINAL and are not returned.
+-- When the queue is left empty the wake markers are dropped, so idle runners block in BLPOP
+-- instead of waking for work that is already taken.
 local runner, max_count = ARGV[3], tonumber(ARGV[4])
 local expires = string.format('%.6f', NOWN + tonumber(ARGV[5]))
 local out = {expires}
@@ -41,4 +44,5 @@ while claimed < max_count do
     end
   end
 end
+if redis.call('ZCARD', K.queue) == 0 then redis.call('DEL', K.wake) end
 return out
