@@ -22,7 +22,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -242,7 +242,7 @@ class RedisConnection:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    def run(self, name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
         """Run a script by name: EVALSHA, falling back to EVAL (which caches it) on NOSCRIPT."""
         script = self.scripts[name]
 

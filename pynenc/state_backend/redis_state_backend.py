@@ -85,11 +85,18 @@ class RedisStateBackend(BaseStateBackend):
         self.conn: RedisConnection = connection_for(app)
         self.conn.check()
         self.keys = RedisKeys(app.conf.app_id)
+        self._channel = self.keys.final_channel.encode()
+        #: script name -> the keys its header declares, for this app
+        self._script_keys: dict[str, list[bytes]] = {}
 
     def run(self, script: str, *args: Any) -> Any:
         """Run a script with the KEYS its header names (so Python and Lua cannot disagree)."""
-        names = self.conn.scripts[script].key_names
-        return self.conn.run(script, self.keys.keys(names), [0, self.keys.final_channel, *args])
+        keys = self._script_keys.get(script)
+        if keys is None:
+            # Encoded once: redis-py passes bytes through, and a script gets up to 19 keys per call.
+            names = self.keys.keys(self.conn.scripts[script].key_names)
+            keys = self._script_keys[script] = [name.encode() for name in names]
+        return self.conn.run(script, keys, [0, self._channel, *args])
 
     def read_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
         if not invocation_ids:

@@ -392,8 +392,8 @@ def test_python_passes_each_script_the_keys_its_header_declares(rapp: Pynenc, st
     calls: list[tuple[str, list[str]]] = []
     real_run = state.conn.run
 
-    def recording_run(name: str, keys: list[str], args: list[Any]) -> Any:
-        calls.append((name, list(keys)))
+    def recording_run(name: str, keys: list[str | bytes], args: list[Any]) -> Any:
+        calls.append((name, [k.decode() if isinstance(k, bytes) else k for k in keys]))
         return real_run(name, keys, args)
 
     state.conn.run = recording_run  # type: ignore[method-assign]
