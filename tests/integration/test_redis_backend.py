@@ -458,3 +458,16 @@ def test_script_refusal_is_a_pynenc_error_and_writes_nothing(rapp: Pynenc) -> No
         state.run("finish", "runner-a", call.invocation_id, "BOGUS", "jnull")
     record = orchestrator.get_record(call.invocation_id)
     assert record is not None and record.status is S.RUNNING and record.owner == "runner-a"
+
+
+def test_scripts_are_loaded_when_the_app_connects(fresh_redis_server: RedisServer) -> None:
+    client = fresh_redis_server.client()
+    try:
+        shas = [script.sha for script in load_scripts().values()]
+        client.script_flush()
+        target = configure(Pynenc(app_id="preload"), fresh_redis_server.url)
+        orchestrator_of(target)
+        assert client.script_exists(*shas) == [True] * len(shas)
+        target.close()
+    finally:
+        client.close()

@@ -117,3 +117,10 @@ def test_every_script_runs_on_the_cluster(redis_cluster: RedisCluster) -> None:
         target.purge()
         target.close()
     assert used == set(load_scripts())
+    shas = [script.sha for script in load_scripts().values()]
+    for node in redis_cluster.nodes:
+        client = node.client()
+        try:
+            assert client.script_exists(*shas) == [True] * len(shas), f"scripts missing on node {node.port}"
+        finally:
+            client.close()
