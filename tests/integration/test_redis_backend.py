@@ -471,3 +471,24 @@ def test_scripts_are_loaded_when_the_app_connects(fresh_redis_server: RedisServe
         target.close()
     finally:
         client.close()
+
+
+def test_password_protected_redis() -> None:
+    server = RedisServer(name="redis-auth", password="pa55-word")
+    try:
+        assert server.url.startswith("redis://:pa55-word@")
+        configure(app, server.url, max_threads=2)
+        runner = RunnerThread(app)
+        try:
+            assert square(12).get_result(timeout=10) == 144
+        finally:
+            runner.stop()
+        app.purge()
+        app.reset_components()
+        wrong = configure(Pynenc(app_id="wrong"), server.url.replace("pa55-word", "not-it"))
+        with pytest.raises(BackendUnavailableError) as raised:
+            wrong.orchestrator
+        assert "redis://:***@127.0.0.1" in str(raised.value) and "not-it" not in str(raised.value)
+        wrong.close()
+    finally:
+        server.close()
