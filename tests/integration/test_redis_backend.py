@@ -6,11 +6,13 @@ Every test uses a real redis-server from tests/redis_servers.py and its own app 
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -490,5 +492,36 @@ def test_password_protected_redis() -> None:
             wrong.orchestrator
         assert "redis://:***@127.0.0.1" in str(raised.value) and "not-it" not in str(raised.value)
         wrong.close()
+    finally:
+        server.close()
+
+
+def test_tls_rediss_url(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls_port = find_free_port()
+    server = RedisServer(
+        name="redis-tls",
+        extra_args=["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                    "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"],
+    )  # fmt: skip
+    try:
+        configure(app, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}", max_threads=2)
+        runner = RunnerThread(app)
+        try:
+            assert square(11).get_result(timeout=10) == 121
+        finally:
+            runner.stop()
+        client = server.client()
+        try:  # the plain-TCP view of the same server sees what went over TLS
+            assert client.hlen(RedisKeys(app.app_id).status) == 1
+        finally:
+            client.close()
+        app.purge()
+        app.reset_components()
     finally:
         server.close()
