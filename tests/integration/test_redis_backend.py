@@ -6,13 +6,11 @@ Every test uses a real redis-server from tests/redis_servers.py and its own app 
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +18,6 @@ import pytest
 from pynenc import Pynenc
 from pynenc.conf.config_pynenc import ConfigPynenc
 from pynenc.exceptions import (
-    BackendUnavailableError,
-    ConfigurationError,
     InvocationKilledError,
     PynencError,
     SerializationError,
@@ -35,7 +31,7 @@ from pynenc.serializer.base import encode_json
 from pynenc.serializer.errors import decode_exception
 from pynenc.state_backend.redis_state_backend import RedisStateBackend
 from pynenc.status import InvocationStatus as S
-from tests.redis_servers import RedisServer, find_free_port
+from tests.redis_servers import RedisServer
 
 app = Pynenc(app_id="redis-tests")
 
@@ -355,29 +351,6 @@ def test_corrupted_payloads_fail_only_their_invocation(rapp: Pynenc, redis_serve
     assert orchestrator.get_status(broken_spec.invocation_id) is S.FAILED
 
 
-# ----- unreachable Redis --------------------------------------------------------------------
-def test_redis_down_at_start_names_the_url_without_password() -> None:
-    port = find_free_port()
-    target = configure(Pynenc(app_id="down"), f"redis://:s3cret-pass@127.0.0.1:{port}/0")
-    with pytest.raises(BackendUnavailableError) as raised:
-        target.orchestrator
-    message = str(raised.value)
-    assert f"redis://:***@127.0.0.1:{port}/0" in message
-    assert "s3cret" not in message
-    target.close()
-
-
-def test_lost_redis_fails_after_retry_seconds_with_a_clear_error() -> None:
-    with server_on_socket() as (server, url):
-        target = configure(Pynenc(app_id="lost"), url, redis_retry_seconds=0.3)
-        orchestrator = orchestrator_of(target)
-        orchestrator.register([spec()])
-        server.stop()
-        with pytest.raises(BackendUnavailableError, match=r"unreachable for 0.3 s"):
-            orchestrator.register([spec()])
-        target.close()
-
-
 # ----- scripts ------------------------------------------------------------------------------
 def test_every_script_compiles_on_a_real_server(redis_server: RedisServer) -> None:
     client = redis_server.client()
@@ -442,13 +415,6 @@ def test_transitions_retried_after_a_lost_reply_are_idempotent(rapp: Pynenc) -> 
     assert record is not None and [h.status for h in record.history].count(S.SUCCESS) == 1
 
 
-def test_unknown_url_scheme_is_a_configuration_error() -> None:
-    target = configure(Pynenc(app_id="scheme"), "http://:pw@localhost:6379/0")
-    with pytest.raises(ConfigurationError, match=r"unknown scheme 'http'.*redis\+cluster://") as raised:
-        target.orchestrator
-    assert "pw" not in str(raised.value)
-
-
 def test_script_refusal_is_a_pynenc_error_and_writes_nothing(rapp: Pynenc) -> None:
     orchestrator = orchestrator_of(rapp)
     call = spec()
@@ -460,68 +426,3 @@ def test_script_refusal_is_a_pynenc_error_and_writes_nothing(rapp: Pynenc) -> No
         state.run("finish", "runner-a", call.invocation_id, "BOGUS", "jnull")
     record = orchestrator.get_record(call.invocation_id)
     assert record is not None and record.status is S.RUNNING and record.owner == "runner-a"
-
-
-def test_scripts_are_loaded_when_the_app_connects(fresh_redis_server: RedisServer) -> None:
-    client = fresh_redis_server.client()
-    try:
-        shas = [script.sha for script in load_scripts().values()]
-        client.script_flush()
-        target = configure(Pynenc(app_id="preload"), fresh_redis_server.url)
-        orchestrator_of(target)
-        assert client.script_exists(*shas) == [True] * len(shas)
-        target.close()
-    finally:
-        client.close()
-
-
-def test_password_protected_redis() -> None:
-    server = RedisServer(name="redis-auth", password="pa55-word")
-    try:
-        assert server.url.startswith("redis://:pa55-word@")
-        configure(app, server.url, max_threads=2)
-        runner = RunnerThread(app)
-        try:
-            assert square(12).get_result(timeout=10) == 144
-        finally:
-            runner.stop()
-        app.purge()
-        app.reset_components()
-        wrong = configure(Pynenc(app_id="wrong"), server.url.replace("pa55-word", "not-it"))
-        with pytest.raises(BackendUnavailableError) as raised:
-            wrong.orchestrator
-        assert "redis://:***@127.0.0.1" in str(raised.value) and "not-it" not in str(raised.value)
-        wrong.close()
-    finally:
-        server.close()
-
-
-def test_tls_rediss_url(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
-         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    tls_port = find_free_port()
-    server = RedisServer(
-        name="redis-tls",
-        extra_args=["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-                    "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"],
-    )  # fmt: skip
-    try:
-        configure(app, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}", max_threads=2)
-        runner = RunnerThread(app)
-        try:
-            assert square(11).get_result(timeout=10) == 121
-        finally:
-            runner.stop()
-        client = server.client()
-        try:  # the plain-TCP view of the same server sees what went over TLS
-            assert client.hlen(RedisKeys(app.app_id).status) == 1
-        finally:
-            client.close()
-        app.purge()
-        app.reset_components()
-    finally:
-        server.close()

@@ -1,0 +1,119 @@
+"""Connecting to Redis: URL forms (password, TLS, unix socket), unreachable or lost Redis,
+and the scripts loaded when the app connects. Real redis-server processes only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pynenc import Pynenc
+from pynenc.exceptions import BackendUnavailableError, ConfigurationError
+from pynenc.redis_client import load_scripts
+from pynenc.redis_keys import RedisKeys
+from tests.integration.test_redis_backend import (
+    RunnerThread,
+    app,
+    configure,
+    orchestrator_of,
+    server_on_socket,
+    spec,
+    square,
+)
+from tests.redis_servers import RedisServer, find_free_port
+
+
+def test_redis_down_at_start_names_the_url_without_password() -> None:
+    port = find_free_port()
+    target = configure(Pynenc(app_id="down"), f"redis://:s3cret-pass@127.0.0.1:{port}/0")
+    with pytest.raises(BackendUnavailableError) as raised:
+        target.orchestrator
+    message = str(raised.value)
+    assert f"redis://:***@127.0.0.1:{port}/0" in message
+    assert "s3cret" not in message
+    target.close()
+
+
+def test_lost_redis_fails_after_retry_seconds_with_a_clear_error() -> None:
+    with server_on_socket() as (server, url):
+        target = configure(Pynenc(app_id="lost"), url, redis_retry_seconds=0.3)
+        orchestrator = orchestrator_of(target)
+        orchestrator.register([spec()])
+        server.stop()
+        with pytest.raises(BackendUnavailableError, match=r"unreachable for 0.3 s"):
+            orchestrator.register([spec()])
+        target.close()
+
+
+def test_unknown_url_scheme_is_a_configuration_error() -> None:
+    target = configure(Pynenc(app_id="scheme"), "http://:pw@localhost:6379/0")
+    with pytest.raises(ConfigurationError, match=r"unknown scheme 'http'.*redis\+cluster://") as raised:
+        target.orchestrator
+    assert "pw" not in str(raised.value)
+
+
+def test_scripts_are_loaded_when_the_app_connects(fresh_redis_server: RedisServer) -> None:
+    client = fresh_redis_server.client()
+    try:
+        shas = [script.sha for script in load_scripts().values()]
+        client.script_flush()
+        target = configure(Pynenc(app_id="preload"), fresh_redis_server.url)
+        orchestrator_of(target)
+        assert client.script_exists(*shas) == [True] * len(shas)
+        target.close()
+    finally:
+        client.close()
+
+
+def test_password_protected_redis() -> None:
+    server = RedisServer(name="redis-auth", password="pa55-word")
+    try:
+        assert server.url.startswith("redis://:pa55-word@")
+        configure(app, server.url, max_threads=2)
+        runner = RunnerThread(app)
+        try:
+            assert square(12).get_result(timeout=10) == 144
+        finally:
+            runner.stop()
+        app.purge()
+        app.reset_components()
+        wrong = configure(Pynenc(app_id="wrong"), server.url.replace("pa55-word", "not-it"))
+        with pytest.raises(BackendUnavailableError) as raised:
+            wrong.orchestrator
+        assert "redis://:***@127.0.0.1" in str(raised.value) and "not-it" not in str(raised.value)
+        wrong.close()
+    finally:
+        server.close()
+
+
+def test_tls_rediss_url(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls_port = find_free_port()
+    server = RedisServer(
+        name="redis-tls",
+        extra_args=["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                    "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"],
+    )  # fmt: skip
+    try:
+        configure(app, f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}", max_threads=2)
+        runner = RunnerThread(app)
+        try:
+            assert square(11).get_result(timeout=10) == 121
+        finally:
+            runner.stop()
+        client = server.client()
+        try:  # the plain-TCP view of the same server sees what went over TLS
+            assert client.hlen(RedisKeys(app.app_id).status) == 1
+        finally:
+            client.close()
+        app.purge()
+        app.reset_components()
+    finally:
+        server.close()
