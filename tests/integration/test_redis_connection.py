@@ -117,3 +117,17 @@ def test_tls_rediss_url(tmp_path: Path) -> None:
         app.reset_components()
     finally:
         server.close()
+
+
+def test_builder_and_redis_url_alone_select_the_redis_backend(redis_url: str) -> None:
+    from pynenc import PynencBuilder
+    from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
+
+    for target in (
+        PynencBuilder().app_id("built").redis(url=redis_url).build(),
+        Pynenc(app_id="by-url", config_values={"redis_url": redis_url}),
+    ):
+        assert isinstance(target.orchestrator, RedisOrchestrator)
+        assert type(target.broker).__name__ == "RedisBroker"
+        assert type(target.state_backend).__name__ == "RedisStateBackend"
+        target.close()
