@@ -179,6 +179,8 @@ class RedisConnection:
             "socket_connect_timeout": 5.0,
             "decode_responses": True,
             "retry": Retry(NoBackoff(), 0),
+            # a silently dead subscription (no RST) is noticed by a PING every 15 s, then re-made
+            "health_check_interval": 15,
         }
         if self.is_cluster:
             parts = urlsplit(self.url)
