@@ -146,7 +146,11 @@ class ConfigPynenc(ConfigBase):
         parse_int, 8, "Extra runner processes forked while others are paused waiting on results.", "supervisor"
     )
     runner_timeout = Setting(
-        parse_float, 60.0, "Seconds a runner may go without a heartbeat before it is killed.", "supervisor"
+        parse_float,
+        600.0,
+        "Seconds a runner may go without a heartbeat before it is killed; runners do not heartbeat while a "
+        "task executes, so this is also the longest one invocation may run without pausing.",
+        "supervisor",
     )
     graceful_timeout = Setting(
         parse_float, 30.0, "Warm shutdown: seconds running invocations get to finish.", "supervisor"
