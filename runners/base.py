@@ -152,6 +152,18 @@ class BaseRunner(ABC):
     # ----- executing one invocation --------------------------------------------------------
     def execute(self, claimed: ClaimedInvocation) -> None:
         """Run one claimed invocation to its end and report it (the invocation is already owned)."""
+        self.execute_and_claim(claimed)
+
+    def claim_next_count(self) -> int:
+        """How many invocations to claim together with the finish of the one that just ran
+        (asked once the task has returned; runners that claim only in their loop say 0)."""
+        return 0
+
+    def execute_and_claim(self, claimed: ClaimedInvocation) -> list[ClaimedInvocation]:
+        """:meth:`execute`; when :meth:`claim_next_count` is above 0, claim up to that many more
+        in the same transition as the finish (:meth:`BaseOrchestrator.finish_and_claim`). What it
+        claims is owned (its lease renewed) when this returns, so a caller that stops instead of
+        running it gives it back with :meth:`release_owned`."""
         app = self.app
         log = app.logger.bind(task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id)
         outcome: Outcome | None = None
@@ -164,10 +176,21 @@ class BaseRunner(ABC):
         if outcome is None:
             outcome = self._run_task(task, claimed, arguments, log)
         if outcome is None:  # released while stopping
-            return
-        if not app.orchestrator.finish(self.runner_id, claimed.invocation_id, outcome):
+            return []
+        following: list[ClaimedInvocation] = []
+        claim_next = self.claim_next_count()
+        if claim_next > 0:
+            done, following = app.orchestrator.finish_and_claim(
+                self.runner_id, claimed.invocation_id, outcome, claim_next, app.conf.lease_seconds
+            )
+            for next_claimed in following:
+                self._own(next_claimed.invocation_id)
+        else:
+            done = app.orchestrator.finish(self.runner_id, claimed.invocation_id, outcome)
+        if not done:
             log.warning("finish rejected: this runner no longer holds the lease", outcome=outcome.kind.value)
         self._disown(claimed.invocation_id)
+        return following
 
     def _run_task(self, task: Any, claimed: ClaimedInvocation, arguments: dict[str, Any], log: Any) -> Outcome | None:
         execution = Execution(self, claimed.invocation_id, claimed.task_id, self.app)

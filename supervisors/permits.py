@@ -81,6 +81,28 @@ class SlotWriter:
         with self.lock:
             return self.table.set_idle(self.index)
 
+    def switch_running(self, invocation_id: str, task_id: str) -> Slot:
+        """From one invocation straight to the next while keeping the permit (RUNNING -> RUNNING);
+        the one left counts as finished, as :meth:`set_idle` counts it."""
+        with self.lock:
+            current = self.table.read(self.index)
+            done = current.invocations_done + (current.state is SlotState.RUNNING and current.invocation_id != "")
+            now = time.time()
+            return self.table.write(
+                self.index,
+                state=SlotState.RUNNING,
+                invocation_id=invocation_id,
+                task_id=task_id,
+                started_at=now,
+                heartbeat=now,
+                invocations_done=done,
+            )
+
+    def any_resuming(self) -> bool:
+        """Whether a paused invocation waits for a permit (read without the pool lock: a slot
+        turning RESUMING just after only waits for the next permit handed back)."""
+        return self.table.any_in_state(SlotState.RESUMING)
+
     def set_paused(self) -> Slot:
         with self.lock:
             return self.table.set_paused(self.index)

@@ -53,6 +53,9 @@ _SEQ_MASK = (1 << 64) - 1
 _PAYLOAD = struct.Struct(f"<qIBBxxddQQ{INVOCATION_ID_BYTES}s{TASK_ID_BYTES}s")
 _CRC = struct.Struct("<I")
 _PAYLOAD_OFFSET = _SEQ.size
+#: the state field inside a payload (after the pid), for :meth:`SlotTable.any_in_state`
+_STATE = struct.Struct("<I")
+_STATE_OFFSET = struct.calcsize("<q")
 _RECORD_DATA_SIZE = _PAYLOAD.size + _CRC.size
 assert _PAYLOAD_OFFSET + _RECORD_DATA_SIZE <= RECORD_SIZE
 
@@ -361,6 +364,17 @@ class SlotTable:
         buf, _ = self._locate(0)
         (value,) = _LIMIT.unpack_from(buf, _LIMIT_OFFSET)
         return int(value)
+
+    def any_in_state(self, state: SlotState) -> bool:
+        """Whether some slot shows ``state``: an advisory glance at the state fields only (no
+        consistent snapshot, no CRC), cheap enough for a runner to ask before every claim."""
+        buf, _ = self._locate(0)
+        wanted = int(state)
+        for index in range(self._n_slots):
+            offset = _HEADER_SIZE + index * RECORD_SIZE + _PAYLOAD_OFFSET + _STATE_OFFSET
+            if _STATE.unpack_from(buf, offset)[0] == wanted:
+                return True
+        return False
 
     def count(self, state: SlotState) -> int:
         return sum(1 for slot in self.read_all() if slot.state is state)

@@ -238,6 +238,8 @@ class PoolRunner(BaseRunner):
         self.writer = writer
         self.spec = spec
         self.done = 0
+        self._found_empty = False
+        self._claim_asked = 0
 
     def run(self) -> None:
         self.serve()
@@ -260,8 +262,19 @@ class PoolRunner(BaseRunner):
         app, log = self.app, self.app.logger
         orchestrator = app.orchestrator
         self.start_maintenance()
+        # Claimed by the previous invocation's finish, with this slot's permit still held.
+        following: list[ClaimedInvocation] = []
         try:
             while not self.stopping.is_set():
+                if following:
+                    following = self._execute_one(following[0], switching=True)
+                    continue
+                if self._found_empty:
+                    # The last finish claimed nothing: the queue was empty then, and any enqueue
+                    # since left a wake marker, so block at once instead of claiming again.
+                    self._found_empty = False
+                    orchestrator.wait_for_work(1.0)
+                    continue
                 reason = self._recycle_reason()
                 if reason is not None:
                     log.info("runner recycled", reason=reason, runner_id=self.runner_id)
@@ -279,25 +292,54 @@ class PoolRunner(BaseRunner):
                     self.writer.set_idle()
                     orchestrator.wait_for_work(1.0)
                     continue
-                self._execute_one(claimed[0])
+                self._own(claimed[0].invocation_id)
+                following = self._execute_one(claimed[0], switching=False)
         finally:
             self.stopping.set()  # also ends the lease thread
             try:
-                self.release_owned()  # a paused invocation left behind goes back to the queue
+                self.release_owned()  # a paused or not yet started invocation goes back to the queue
             except Exception as exc:
                 log.error("could not release invocations", error=repr(exc), runner_id=self.runner_id)
         return EXIT_OK
 
-    def _execute_one(self, claimed: ClaimedInvocation) -> None:
+    def claim_next_count(self) -> int:
+        """One when the finish may claim the next invocation under the permit this slot holds.
+
+        Not when the runner should stop or recycle after this invocation, and not while a
+        paused invocation waits to resume (resuming ones go before new claims). Keeping the
+        permit from one invocation to the next never raises the number of RUNNING slots.
+        """
+        self._claim_asked = 1
+        if self.stopping.is_set() or self.retire.is_set():
+            self._claim_asked = 0
+        elif self.spec.max_tasks and self.done + 1 >= self.spec.max_tasks:
+            self._claim_asked = 0
+        elif self.spec.max_memory_mib and _rss() > self.spec.max_memory_mib * MIB:
+            self._claim_asked = 0
+        elif self.writer.read().state is not SlotState.RUNNING or self.writer.any_resuming():
+            self._claim_asked = 0
+        return self._claim_asked
+
+    def _execute_one(self, claimed: ClaimedInvocation, switching: bool) -> list[ClaimedInvocation]:
+        """Run one owned invocation; return the next one claimed with its finish (owned), if any.
+
+        ``switching``: the slot is still RUNNING the previous invocation (its permit kept).
+        """
         log = self.app.logger.bind(
             task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id
         )
-        self._own(claimed.invocation_id)
-        self.writer.set_running(claimed.invocation_id, claimed.task_id)
+        if switching:
+            self.writer.switch_running(claimed.invocation_id, claimed.task_id)
+        else:
+            self.writer.set_running(claimed.invocation_id, claimed.task_id)
         log.debug("invocation started")
         started = time.monotonic()
+        following: list[ClaimedInvocation] = []
+        self._claim_asked = 0
         try:
-            self.execute(claimed)
+            following = self.execute_and_claim(claimed)
+            # Claimed with the finish, yet nothing came: the queue was empty at that moment.
+            self._found_empty = self._claim_asked > 0 and not following
         except Exception as exc:  # a backend error while reporting: never keep the lease alive
             log.error("invocation could not be completed", error=repr(exc))
             try:
@@ -306,9 +348,12 @@ class PoolRunner(BaseRunner):
                 log.error("could not release invocation", error=repr(inner))
         if claimed.invocation_id in self.owned() and not self.stopping.is_set():
             self.release_owned()
-        self.writer.set_idle()
+            following = []
         self.done += 1
+        if not following:
+            self.writer.set_idle()
         log.info("invocation done", seconds=round(time.monotonic() - started, 4))
+        return following
 
     # ----- slot handover while the task waits on other invocations ------------------------
     def on_pause(self, execution: Execution) -> None:

@@ -36,6 +36,12 @@ finish(runner_id, invocation_id, outcome)
     whoever waits for it), drop the lease and wake every result waiter. Returns
     False (and changes nothing) for a runner that lost its lease.
 
+finish_and_claim(runner_id, invocation_id, outcome, max_count, lease_seconds)
+    ``finish`` then ``claim`` for the same runner, as one transition where the backend
+    can (one script on Redis, so a busy runner makes one round trip per invocation).
+    Returns (what finish returned, what claim returned); the claim happens even when
+    the finish is rejected. The default composes the two calls.
+
 wait(runner_id, waiter_id, awaited_ids) -> bool
     Record "waiter waits for each awaited". Raises :class:`CycleDetectedError`
     (recording nothing) when an awaited invocation is the waiter itself or one
@@ -105,6 +111,12 @@ class BaseOrchestrator(ABC):
 
     @abstractmethod
     def finish(self, runner_id: str, invocation_id: str, outcome: Outcome) -> bool: ...
+
+    def finish_and_claim(
+        self, runner_id: str, invocation_id: str, outcome: Outcome, max_count: int, lease_seconds: float
+    ) -> tuple[bool, list[ClaimedInvocation]]:
+        done = self.finish(runner_id, invocation_id, outcome)
+        return done, self.claim(runner_id, max_count, lease_seconds) if max_count > 0 else []
 
     @abstractmethod
     def wait(self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str]) -> bool: ...

@@ -12,37 +12,5 @@
 local runner, max_count = ARGV[3], tonumber(ARGV[4])
 local expires = string.format('%.6f', NOWN + tonumber(ARGV[5]))
 local out = {expires}
-local claimed = 0
-while claimed < max_count do
-  local popped = redis.call('ZPOPMIN', K.queue)
-  if #popped == 0 then break end
-  local id = popped[1]
-  local status = redis.call('HGET', K.status, id)
-  -- Only statuses that may start (a stray entry of any other status is dropped, untouched).
-  if status and TRANSITIONS[status] and TRANSITIONS[status].PENDING then
-    local c = ctl(id)
-    unindex(id)
-    local holder = c.nk and redis.call('HGET', K.running_keys, c.nk)
-    if holder and holder ~= id then
-      if c.rr then
-        moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED'}, runner)
-        local parked = get_list(K.parked, c.nk)
-        parked[#parked + 1] = id
-        set_list(K.parked, c.nk, parked)
-      else
-        moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED_FINAL'}, runner)
-      end
-    else
-      if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
-      moves(id, {'PENDING', 'RUNNING'}, runner)
-      redis.call('HSET', K.owner, id, runner)
-      redis.call('ZADD', K.leases, expires, id)
-      out[#out + 1] = id
-      out[#out + 1] = redis.call('HGET', K.spec, id) or '{}'
-      out[#out + 1] = redis.call('HGET', K.retries, id) or '0'
-      claimed = claimed + 1
-    end
-  end
-end
-if redis.call('ZCARD', K.queue) == 0 then redis.call('DEL', K.wake) end
+claim_runs(runner, max_count, expires, out)
 return out

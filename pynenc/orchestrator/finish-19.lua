@@ -12,21 +12,4 @@ local runner, id, kind, payload = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if kind ~= 'SUCCESS' and kind ~= 'FAILED' and kind ~= 'RETRY' then
   return redis.error_reply('PYNENC -2 finish: unknown outcome kind ' .. tostring(kind))
 end
-if not owned_by(runner, id, {RUNNING=true, RESUMED=true}) then return 0 end
-redis.call('ZREM', K.leases, id)
-redis.call('HDEL', K.owner, id)
-drop_waits(id)
-if kind == 'SUCCESS' then
-  redis.call('HSET', K.result, id, payload)
-else
-  redis.call('HSET', K.error, id, payload)
-end
-release_key(id)
-if kind == 'RETRY' then
-  redis.call('HINCRBY', K.retries, id, 1)
-  move(id, 'RETRY', runner)
-  enqueue(id, false)
-else
-  move(id, kind, runner)
-end
-return 1
+return finish_run(runner, id, kind, payload)

@@ -98,10 +98,13 @@ class RedisOrchestrator(BaseOrchestrator):
         return outcomes
 
     def claim(self, runner_id: str, max_count: int, lease_seconds: float) -> list[ClaimedInvocation]:
-        flat = self._run("claim", runner_id, max_count, lease_seconds)
-        expires = float(flat[0])
+        return self._claimed(runner_id, self._run("claim", runner_id, max_count, lease_seconds), 0)
+
+    def _claimed(self, runner_id: str, flat: list[Any], start: int) -> list[ClaimedInvocation]:
+        """The invocations a claim reply lists from ``flat[start]`` (lease expiry, then triples)."""
+        expires = float(flat[start])
         claimed = []
-        for i in range(1, len(flat), 3):
+        for i in range(start + 1, len(flat), 3):
             invocation_id, spec_raw, retries = str(flat[i]), flat[i + 1], int(flat[i + 2])
             try:
                 spec = orjson.loads(spec_raw)
@@ -117,6 +120,18 @@ class RedisOrchestrator(BaseOrchestrator):
 
     def finish(self, runner_id: str, invocation_id: str, outcome: Outcome) -> bool:
         done = int(self._run("finish", runner_id, invocation_id, outcome.kind.value, outcome.payload)) == 1
+        return self._finish_checked(done, runner_id, invocation_id, outcome)
+
+    def finish_and_claim(
+        self, runner_id: str, invocation_id: str, outcome: Outcome, max_count: int, lease_seconds: float
+    ) -> tuple[bool, list[ClaimedInvocation]]:
+        flat = self._run(
+            "finish_claim", runner_id, invocation_id, outcome.kind.value, outcome.payload, max_count, lease_seconds
+        )
+        done = self._finish_checked(int(flat[0]) == 1, runner_id, invocation_id, outcome)
+        return done, self._claimed(runner_id, flat, 1)
+
+    def _finish_checked(self, done: bool, runner_id: str, invocation_id: str, outcome: Outcome) -> bool:
         if not done and self._finished_by(runner_id, invocation_id, outcome):
             return True  # our first attempt was applied; only its reply was lost (Redis went away)
         if not done:

@@ -145,3 +145,68 @@ local function drop_waits(id)
   end
   redis.call('HDEL', K.waiting_for, id)
 end
+
+-- The owner's report of how a run ended (SUCCESS, FAILED or RETRY; the caller validated
+-- the kind): 1 done; 0 when the runner does not own the invocation (nothing changed).
+local function finish_run(runner, id, kind, payload)
+  if not owned_by(runner, id, {RUNNING=true, RESUMED=true}) then return 0 end
+  redis.call('ZREM', K.leases, id)
+  redis.call('HDEL', K.owner, id)
+  drop_waits(id)
+  if kind == 'SUCCESS' then
+    redis.call('HSET', K.result, id, payload)
+  else
+    redis.call('HSET', K.error, id, payload)
+  end
+  release_key(id)
+  if kind == 'RETRY' then
+    redis.call('HINCRBY', K.retries, id, 1)
+    move(id, 'RETRY', runner)
+    enqueue(id, false)
+  else
+    move(id, kind, runner)
+  end
+  return 1
+end
+
+-- Pop up to max_count runnable invocations for a runner; appends a triple id, spec JSON,
+-- num_retries to out per invocation now RUNNING. Popped ones whose running key is held
+-- elsewhere go PENDING -> CONCURRENCY_CONTROLLED (parked on the key) or
+-- PENDING -> CONCURRENCY_CONTROLLED_FINAL and are not returned. When the queue is left
+-- empty the wake markers are dropped, so idle runners block in BLPOP instead of waking
+-- for work that is already taken.
+local function claim_runs(runner, max_count, expires, out)
+  local claimed = 0
+  while claimed < max_count do
+    local popped = redis.call('ZPOPMIN', K.queue)
+    if #popped == 0 then break end
+    local id = popped[1]
+    local status = redis.call('HGET', K.status, id)
+    -- Only statuses that may start (a stray entry of any other status is dropped, untouched).
+    if status and TRANSITIONS[status] and TRANSITIONS[status].PENDING then
+      local c = ctl(id)
+      unindex(id)
+      local holder = c.nk and redis.call('HGET', K.running_keys, c.nk)
+      if holder and holder ~= id then
+        if c.rr then
+          moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED'}, runner)
+          local parked = get_list(K.parked, c.nk)
+          parked[#parked + 1] = id
+          set_list(K.parked, c.nk, parked)
+        else
+          moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED_FINAL'}, runner)
+        end
+      else
+        if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
+        moves(id, {'PENDING', 'RUNNING'}, runner)
+        redis.call('HSET', K.owner, id, runner)
+        redis.call('ZADD', K.leases, expires, id)
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('HGET', K.spec, id) or '{}'
+        out[#out + 1] = redis.call('HGET', K.retries, id) or '0'
+        claimed = claimed + 1
+      end
+    end
+  end
+  if redis.call('ZCARD', K.queue) == 0 then redis.call('DEL', K.wake) end
+end

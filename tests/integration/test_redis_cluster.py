@@ -105,7 +105,13 @@ def test_every_script_runs_on_the_cluster(redis_cluster: RedisCluster) -> None:
         orchestrator.broker.enqueue(child.invocation_id, 2)
         assert orchestrator.broker.peek(1) == [(child.invocation_id, 2)]
         poll(lambda: orchestrator.recover_expired(3) == [claimed.invocation_id])
-        for item in orchestrator.claim("r2", 2, 30):
+        first, second = orchestrator.claim("r2", 2, 30)
+        assert orchestrator.finish("r2", first.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"))
+        done, following = orchestrator.finish_and_claim(
+            "r2", second.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"), 1, 30
+        )
+        assert done
+        for item in following:
             assert orchestrator.finish("r2", item.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"))
         target.conf.result_ttl = 0.0
         assert orchestrator.expire_results() >= 3  # the FAILED one and the two just finished

@@ -1,0 +1,22 @@
+-- finish_claim: finish (as finish does) and, in the same atomic step, claim up to N more for the
+-- same runner (as claim does), so a busy runner makes one round trip per invocation.
+-- KEYS[1] status      KEYS[2] history    KEYS[3] owner       KEYS[4] leases
+-- KEYS[5] result      KEYS[6] error      KEYS[7] retries     KEYS[8] waiting_for
+-- KEYS[9] waited_by   KEYS[10] ctl       KEYS[11] running_keys KEYS[12] parked
+-- KEYS[13] queue      KEYS[14] seq       KEYS[15] fseq       KEYS[16] priority
+-- KEYS[17] reg_index  KEYS[18] wake      KEYS[19] final_at   KEYS[20] spec
+-- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
+-- ARGV[5] outcome kind (SUCCESS|FAILED|RETRY)  ARGV[6] payload (result or error)
+-- ARGV[7] max count to claim  ARGV[8] lease seconds
+-- Returns: flat list {finish code (1 done, 0 not owned: nothing finished), lease expiry, then a
+-- triple id, spec JSON, num_retries per invocation now RUNNING}. The claim happens either way.
+-- Error "PYNENC -2" for an unknown outcome kind (checked before anything is written).
+local runner, id, kind, payload = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if kind ~= 'SUCCESS' and kind ~= 'FAILED' and kind ~= 'RETRY' then
+  return redis.error_reply('PYNENC -2 finish: unknown outcome kind ' .. tostring(kind))
+end
+local done = finish_run(runner, id, kind, payload)
+local expires = string.format('%.6f', NOWN + tonumber(ARGV[8]))
+local out = {done, expires}
+claim_runs(runner, tonumber(ARGV[7]), expires, out)
+return out
