@@ -85,18 +85,11 @@ class SlotWriter:
         """From one invocation straight to the next while keeping the permit (RUNNING -> RUNNING);
         the one left counts as finished, as :meth:`set_idle` counts it."""
         with self.lock:
-            current = self.table.read(self.index)
-            done = current.invocations_done + (current.state is SlotState.RUNNING and current.invocation_id != "")
-            now = time.time()
-            return self.table.write(
-                self.index,
-                state=SlotState.RUNNING,
-                invocation_id=invocation_id,
-                task_id=task_id,
-                started_at=now,
-                heartbeat=now,
-                invocations_done=done,
-            )
+            return self.table.switch_running(self.index, invocation_id, task_id)
+
+    def holds_permit(self) -> bool:
+        """Whether this slot is RUNNING (read from its state field alone: only we change it)."""
+        return self.table.state_of(self.index) is SlotState.RUNNING
 
     def any_resuming(self) -> bool:
         """Whether a paused invocation waits for a permit (read without the pool lock: a slot

@@ -345,6 +345,23 @@ class SlotTable:
             invocations_done=done,
         )
 
+    def switch_running(self, index: int, invocation_id: str, task_id: str) -> Slot:
+        """RUNNING one invocation -> RUNNING the next (permit kept); the one left counts as done."""
+        current = self._read_own(index)
+        done = current.invocations_done + (current.state is SlotState.RUNNING and current.invocation_id != "")
+        now = time.time()
+        slot = replace(
+            current,
+            state=SlotState.RUNNING,
+            invocation_id=invocation_id,
+            task_id=task_id,
+            started_at=now,
+            heartbeat=now,
+            invocations_done=done,
+        )
+        self._store(index, slot)
+        return slot
+
     def set_paused(self, index: int) -> Slot:
         return self.write(index, state=SlotState.PAUSED, heartbeat=time.time())
 
@@ -364,6 +381,15 @@ class SlotTable:
         buf, _ = self._locate(0)
         (value,) = _LIMIT.unpack_from(buf, _LIMIT_OFFSET)
         return int(value)
+
+    def state_of(self, index: int) -> SlotState:
+        """Slot ``index``'s state field alone (exact for the slot's own writer, which alone
+        changes it; advisory for anyone else), without decoding the record."""
+        buf, base = self._locate(index)
+        try:
+            return SlotState(_STATE.unpack_from(buf, base + _PAYLOAD_OFFSET + _STATE_OFFSET)[0])
+        except ValueError:
+            return SlotState.EMPTY
 
     def any_in_state(self, state: SlotState) -> bool:
         """Whether some slot shows ``state``: an advisory glance at the state fields only (no

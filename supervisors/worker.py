@@ -316,7 +316,7 @@ class PoolRunner(BaseRunner):
             self._claim_asked = 0
         elif self.spec.max_memory_mib and _rss() > self.spec.max_memory_mib * MIB:
             self._claim_asked = 0
-        elif self.writer.read().state is not SlotState.RUNNING or self.writer.any_resuming():
+        elif not self.writer.holds_permit() or self.writer.any_resuming():
             self._claim_asked = 0
         return self._claim_asked
 
