@@ -372,6 +372,14 @@ def _translate(exc: ResponseError) -> Exception:
     return exc
 
 
+class FinalEvent(threading.Event):
+    """A waiter's event, with the ids published for it since the waiter last looked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: set[str] = set()
+
+
 class FinalWatcher:
     """One subscriber thread per process and channel that wakes result waiters.
 
@@ -390,19 +398,30 @@ class FinalWatcher:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self._wanted: dict[str, set[threading.Event]] = {}
+        self._wanted: dict[str, set[FinalEvent]] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pynenc-final-{channel}", daemon=True)
         self._thread.start()
 
-    def watch(self, ids: list[str]) -> threading.Event:
-        event = threading.Event()
+    def watch(self, ids: list[str]) -> FinalEvent:
+        event = FinalEvent()
         with self.lock:
             for invocation_id in ids:
                 self._wanted.setdefault(invocation_id, set()).add(event)
         return event
 
-    def unwatch(self, ids: list[str], event: threading.Event) -> None:
+    def take_published(self, event: FinalEvent) -> set[str]:
+        """The ids published for ``event`` since the last call, and ``event`` cleared.
+
+        Both happen under the lock the subscriber thread sets events with, so a publish
+        that comes later sets the event again and is taken by the next call.
+        """
+        with self.lock:
+            published, event.published = event.published, set()
+            event.clear()
+            return published
+
+    def unwatch(self, ids: list[str], event: FinalEvent) -> None:
         with self.lock:
             for invocation_id in ids:
                 events = self._wanted.get(invocation_id)
@@ -462,8 +481,10 @@ class FinalWatcher:
             self.subscribed.set()
             self._wake_all()  # waiters re-read: events before the subscription were not seen
         elif kind == "message":
+            invocation_id = message.get("data") or ""
             with self.lock:
-                for event in self._wanted.get(message.get("data") or "", ()):
+                for event in self._wanted.get(invocation_id, ()):
+                    event.published.add(invocation_id)
                     event.set()
 
     def stop(self) -> None:

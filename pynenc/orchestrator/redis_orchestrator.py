@@ -247,7 +247,11 @@ class RedisOrchestrator(BaseOrchestrator):
         event = watcher.watch(ids)
         try:
             while True:
-                event.clear()
+                # An id published on the final channel since we watched went final in the
+                # script that published it: no need to read the statuses again.
+                published = watcher.take_published(event)
+                if published:
+                    return published
                 final, missing = self._final_among(ids)
                 remaining = deadline - time.monotonic()
                 if final or missing or remaining <= 0:
