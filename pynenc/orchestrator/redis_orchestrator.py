@@ -14,7 +14,6 @@ the process's subscriber to the app's ``final`` channel.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -80,8 +79,8 @@ class RedisOrchestrator(BaseOrchestrator):
                     ctl["p"] = call.parent_invocation_id
                 args += [
                     call.invocation_id,
-                    json.dumps(spec),
-                    json.dumps(ctl),
+                    orjson.dumps(spec),
+                    orjson.dumps(ctl),
                     "1" if call.on_diff_non_key_args_raise else "0",
                 ]
             flat = self._run("register", *args)
