@@ -89,6 +89,13 @@ class BaseRunner(ABC):
         self._maintenance = threading.Thread(target=self._maintain, name=f"pynenc-lease-{self.runner_id}", daemon=True)
         self._maintenance.start()
 
+    def stop_maintenance(self, timeout: float = 2.0) -> None:
+        """Stop the lease thread and let it unpublish this runner (or a stopped runner shows as dead)."""
+        self.stopping.set()
+        thread = self._maintenance
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _maintain(self) -> None:
         conf = self.app.conf
         renew_every = max(conf.lease_seconds / 3, 0.05)

@@ -126,6 +126,7 @@ class ThreadRunner(BaseRunner):
             for thread in list(self._threads):
                 thread.join(max(0.0, min(0.05, deadline - time.monotonic())))
         self.release_owned()
+        self.stop_maintenance()
         self.active = False
         # A stopped runner stays stopped; the app builds a fresh one for the next run().
         self.app.forget_runner(self)

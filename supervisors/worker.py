@@ -300,6 +300,7 @@ class PoolRunner(BaseRunner):
                 self.release_owned()  # a paused or not yet started invocation goes back to the queue
             except Exception as exc:
                 log.error("could not release invocations", error=repr(exc), runner_id=self.runner_id)
+            self.stop_maintenance()
         return EXIT_OK
 
     def claim_next_count(self) -> int:

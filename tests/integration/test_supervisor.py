@@ -43,8 +43,24 @@ def test_fan_out_completes_with_two_processes_never_more_than_two_running(daemon
         entry.status is S.PAUSED for i in ids for entry in t.app.orchestrator.get_record(i).history  # type: ignore[union-attr]
     ), "no parent ever paused: the test did not exercise slot handover"
     assert t.max_executing_at_once(ids + children) <= 2
+    # Surplus runners forked for the paused parents retire afterwards; they must unpublish
+    # themselves, or `pynenc status runners` lists every one of them as dead.
+    t.wait_until(lambda: len(published_runner_pids()) == 2, 20, "surplus runners to retire")
+    assert all(pid_alive(pid) for pid in published_runner_pids())
     sup.send(signal.SIGTERM)
     assert sup.wait(30) == 0
+
+
+def published_runner_pids() -> list[int]:
+    return [int(info["pid"]) for info in t.app.state_backend.list_info("runner").values()]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_sigkill_of_a_runner_mid_invocation_completes_on_another(daemon: DaemonFactory, tmp_path: Path) -> None:
