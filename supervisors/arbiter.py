@@ -11,7 +11,8 @@ loop (a self-pipe); the loop, once per wake-up or every :data:`LOOP_SECONDS`:
 3. kills runners whose slot heartbeat is older than ``runner_timeout`` (SIGTERM, then
    SIGKILL after a grace) and retiring runners past their deadline;
 4. converges the pool: ``processes`` runners plus one per paused runner (up to
-   ``max_paused``), retiring idle surplus runners;
+   ``max_paused``; past it only when every runner is paused, so a fan-out never
+   deadlocks), retiring idle surplus runners;
 5. publishes a snapshot (``publish_info("supervisor", "host:pid", ...)``) and talks to
    systemd (STATUS=, WATCHDOG=1).
 
@@ -138,6 +139,7 @@ class Arbiter:
         self._next_watchdog = 0.0
         self._table: SlotTable | None = None
         self._lock_path = ""
+        self._over_max_paused_logged = False
         self._pipes: list[int] = []
         self._old_handlers: dict[int, Any] = {}
 
@@ -441,6 +443,17 @@ class Arbiter:
         slots = {w.pid: self.table.read(w.slot) for w in active}
         paused = sum(1 for s in slots.values() if s.state in (SlotState.PAUSED, SlotState.RESUMING))
         desired = self.processes + min(paused, self.max_paused)
+        if active and all(s.state is SlotState.PAUSED for s in slots.values()) and desired <= len(active):
+            # Every process holds a paused invocation: nobody is left to run what they wait for.
+            # max_paused yields here (a soft limit), or the pool would deadlock for good.
+            desired = len(active) + 1
+            if not self._over_max_paused_logged:
+                self._over_max_paused_logged = True
+                self.log.warning(
+                    "every runner is paused: forking one beyond max_paused so the awaited work can run",
+                    paused=paused,
+                    max_paused=self.max_paused,
+                )
         for _ in range(desired - len(active)):
             if not self._spawn():
                 break

@@ -5,29 +5,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 from tests.unit.test_docs import readme_commands
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def fresh_copy(target: Path) -> Path:
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout.splitlines()
-    for name in listed:
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
-
+from tests.unit.test_packaging import clean_copy
 
 def test_main_job_command_on_a_fresh_copy(tmp_path: Path) -> None:
-    project = fresh_copy(tmp_path / "pynenc")
+    project = clean_copy(tmp_path / "pynenc")
     main_job = readme_commands()[0]
     result = subprocess.run(["sh", "-c", main_job], cwd=project, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

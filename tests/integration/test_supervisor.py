@@ -51,6 +51,19 @@ def test_fan_out_completes_with_two_processes_never_more_than_two_running(daemon
     assert sup.wait(30) == 0
 
 
+def test_fan_out_never_deadlocks_even_with_max_paused_zero(daemon: DaemonFactory) -> None:
+    # With no extra processes allowed, both runners soon hold a paused parent and nobody is
+    # left to run the children: the supervisor must fork past max_paused rather than hang.
+    sup = daemon("--processes", "2", "--max-paused", "0").ready()
+    parents = list(t.parent.parallelize([(i,) for i in range(20)]))
+    assert [p.get_result(60) for p in parents] == [2 * i + 3 for i in range(20)]
+    ids = [p.invocation_id for p in parents]
+    children = [r.invocation_id for r in t.app.orchestrator.iter_records() if r.parent_invocation_id in set(ids)]
+    assert t.max_executing_at_once(ids + children) <= 2
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
 def published_runner_pids() -> list[int]:
     return [int(info["pid"]) for info in t.app.state_backend.list_info("runner").values()]
 
