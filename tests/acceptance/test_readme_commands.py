@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.unit.test_docs import readme_commands
 from tests.unit.test_packaging import clean_copy
 
+
 def test_main_job_command_on_a_fresh_copy(tmp_path: Path) -> None:
     project = clean_copy(tmp_path / "pynenc")
     main_job = readme_commands()[0]
