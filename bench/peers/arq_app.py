@@ -16,7 +16,7 @@ from typing import Any
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from bench.peers.common import child_tag, done_key, err_key, redis_url
+from bench.peers.common import child_tag, done_key, err_key, error_text, redis_url
 
 RESULT_POLL = 0.002
 WAIT_S = 3600.0  # a parent waits for its children "forever"; the harness has the deadline
@@ -35,7 +35,7 @@ async def parent(ctx: dict[str, Any], tag: str, i: int, children: int) -> int:
         for job in jobs:
             total += await job.result(timeout=WAIT_S, poll_delay=RESULT_POLL)
     except Exception as exc:
-        await redis.rpush(err_key(tag), f"{type(exc).__name__}: {exc}"[:500])
+        await redis.rpush(err_key(tag), error_text(exc))
         raise
     await redis.rpush(done_key(tag), repr(time.time()))
     return total

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery, group
 
-from bench.peers.common import child_tag, record_done, record_error, redis_url
+from bench.peers.common import child_tag, fan_in, record_done, redis_url
 
 app = Celery("bench", broker=redis_url(), backend=redis_url())
 app.conf.update(
@@ -33,14 +33,9 @@ def noop(tag: str, i: int) -> int:
 
 @app.task(name="bench.parent")
 def parent(tag: str, i: int, children: int) -> int:
-    try:
-        result = group(noop.s(child_tag(tag), j) for j in range(children)).apply_async()
-        total = sum(result.get(timeout=WAIT_S))
-    except Exception as exc:
-        record_error(tag, exc)
-        raise
-    record_done(tag)
-    return int(total)
+    return fan_in(
+        tag, lambda: group(noop.s(child_tag(tag), j) for j in range(children)).apply_async().get(timeout=WAIT_S)
+    )
 
 
 class Adapter:

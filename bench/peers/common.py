@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -53,9 +54,24 @@ def record_done(tag: str) -> None:
     client().rpush(done_key(tag), repr(time.time()))
 
 
+def error_text(exc: BaseException) -> str:
+    """How a failed parent's error is recorded (``Type: message``, capped)."""
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 def record_error(tag: str, exc: BaseException) -> None:
-    message = f"{type(exc).__name__}: {exc}"
-    client().rpush(err_key(tag), message[:500])
+    client().rpush(err_key(tag), error_text(exc))
+
+
+def fan_in(tag: str, children_results: Callable[[], Iterable[int]]) -> int:
+    """A fan-out parent's body: enqueue and wait for the children (the callable), sum, record the end."""
+    try:
+        total = sum(children_results())
+    except Exception as exc:
+        record_error(tag, exc)
+        raise
+    record_done(tag)
+    return int(total)
 
 
 def child_tag(tag: str) -> str:

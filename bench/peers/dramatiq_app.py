@@ -15,7 +15,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends.redis import RedisBackend
 
-from bench.peers.common import child_tag, record_done, record_error, redis_url
+from bench.peers.common import child_tag, fan_in, record_done, redis_url
 
 broker = RedisBroker(url=redis_url())
 broker.add_middleware(Results(backend=RedisBackend(url=redis_url())))
@@ -32,14 +32,12 @@ def noop(tag: str, i: int) -> int:
 
 @dramatiq.actor(store_results=True, max_retries=0)
 def parent(tag: str, i: int, children: int) -> int:
-    try:
-        group = dramatiq.group(noop.message(child_tag(tag), j) for j in range(children)).run()
-        total = sum(group.get_results(block=True, timeout=WAIT_MS))
-    except Exception as exc:
-        record_error(tag, exc)
-        raise
-    record_done(tag)
-    return int(total)
+    return fan_in(
+        tag,
+        lambda: dramatiq.group(noop.message(child_tag(tag), j) for j in range(children))
+        .run()
+        .get_results(block=True, timeout=WAIT_MS),
+    )
 
 
 class Adapter:

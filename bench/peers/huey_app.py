@@ -13,7 +13,7 @@ from typing import Any
 
 from huey import RedisHuey
 
-from bench.peers.common import child_tag, record_done, record_error, redis_url
+from bench.peers.common import child_tag, fan_in, record_done, redis_url
 
 huey = RedisHuey("bench", url=redis_url(), notify_result=True)
 
@@ -26,14 +26,7 @@ def noop(tag: str, i: int) -> int:
 
 @huey.task()
 def parent(tag: str, i: int, children: int) -> int:
-    try:
-        results = noop.map([(child_tag(tag), j) for j in range(children)])
-        total = sum(results.get(blocking=True))
-    except Exception as exc:
-        record_error(tag, exc)
-        raise
-    record_done(tag)
-    return int(total)
+    return fan_in(tag, lambda: noop.map([(child_tag(tag), j) for j in range(children)]).get(blocking=True))
 
 
 class Adapter:

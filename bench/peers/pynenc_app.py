@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.peers.common import child_tag, record_done, record_error, redis_url
+from bench.peers.common import child_tag, fan_in, record_done, redis_url
 from pynenc import PynencBuilder
 
 app = PynencBuilder().app_id("bench").redis(url=redis_url()).build()
@@ -25,14 +25,7 @@ def noop(tag: str, i: int) -> int:
 
 @app.task
 def parent(tag: str, i: int, children: int) -> int:
-    try:
-        group = noop.parallelize([(child_tag(tag), j) for j in range(children)])
-        total = sum(group.results)
-    except Exception as exc:
-        record_error(tag, exc)
-        raise
-    record_done(tag)
-    return int(total)
+    return fan_in(tag, lambda: noop.parallelize([(child_tag(tag), j) for j in range(children)]).results)
 
 
 class Adapter:

@@ -14,7 +14,7 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from bench.peers.common import child_tag, record_done, record_error, redis_url
+from bench.peers.common import child_tag, fan_in, record_done, redis_url
 
 QUEUE = "bench"
 WAIT_S = 3600  # a parent waits for its children "forever"; the harness has the deadline
@@ -35,15 +35,12 @@ def _wait(job: Job, timeout: float) -> Any:
 
 
 def parent(tag: str, i: int, children: int) -> int:
-    try:
+    def children_results() -> list[int]:
         queue = Queue(QUEUE, connection=Redis.from_url(redis_url()))
         jobs = [queue.enqueue(noop, child_tag(tag), j) for j in range(children)]
-        total = sum(_wait(job, WAIT_S) for job in jobs)
-    except Exception as exc:
-        record_error(tag, exc)
-        raise
-    record_done(tag)
-    return int(total)
+        return [_wait(job, WAIT_S) for job in jobs]
+
+    return fan_in(tag, children_results)
 
 
 class Adapter:
