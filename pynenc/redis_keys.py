@@ -48,33 +48,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Names of every key of an app, in a fixed order.
-KEY_NAMES: tuple[str, ...] = (
-    "spec",
-    "ctl",
-    "status",
-    "owner",
-    "retries",
-    "stalls",
-    "result",
-    "error",
-    "history",
-    "waiting_for",
-    "waited_by",
-    "priority",
-    "queue",
-    "seq",
-    "fseq",
-    "reg_index",
-    "running_keys",
-    "parked",
-    "leases",
-    "final_at",
-    "wake",
-    "info",
-    "info_exp",
-)
-
 #: Hashes keyed by invocation id: the expiry sweep deletes an id's field from each.
 PER_INVOCATION_HASHES: tuple[str, ...] = (
     "spec",
@@ -89,6 +62,21 @@ PER_INVOCATION_HASHES: tuple[str, ...] = (
     "waiting_for",
     "waited_by",
     "priority",
+)
+
+#: Names of every key of an app, in a fixed order: the per-invocation hashes, then the rest.
+KEY_NAMES: tuple[str, ...] = PER_INVOCATION_HASHES + (
+    "queue",
+    "seq",
+    "fseq",
+    "reg_index",
+    "running_keys",
+    "parked",
+    "leases",
+    "final_at",
+    "wake",
+    "info",
+    "info_exp",
 )
 
 #: Longest the wake-marker list may grow (LTRIM after each push).
