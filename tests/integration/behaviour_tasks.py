@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pynenc import ConcurrencyControlType, Pynenc, RetryError
@@ -220,3 +223,24 @@ def waits_for_named(name: str) -> Any:
     from pynenc.invocation import Invocation
 
     return Invocation(app, slow, named[name], {}).result
+
+
+@contextmanager
+def prepared_app(app_id_prefix: str, configure_backend: Callable[[Pynenc], None]) -> Iterator[Pynenc]:
+    """This module's app with a fresh app id, a backend, a 2-thread ThreadRunner setting, clean records."""
+    app.conf.dev_mode_force_sync_tasks = False
+    app.conf.cycle_control = True
+    app.conf.app_id = f"{app_id_prefix}-{uuid.uuid4().hex[:10]}"
+    configure_backend(app)
+    app.conf.runner_cls = "ThreadRunner"
+    app.conf.max_threads = 2
+    app.conf.logging_level = "WARNING"
+    events.clear()
+    gates.clear()
+    named.clear()
+    yield app
+    for gate in gates.values():
+        gate.set()
+    app.purge()
+    app.reset_components()
+

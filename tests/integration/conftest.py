@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,22 +23,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def app(backend: str, request: pytest.FixtureRequest) -> Iterator[Pynenc]:
     """The behaviour tasks' app on one backend, with a fresh app id and no runner yet."""
-    app = behaviour_tasks.app
-    app.conf.dev_mode_force_sync_tasks = False
-    app.conf.cycle_control = True
-    app.conf.app_id = f"bhv-{uuid.uuid4().hex[:10]}"
-    BACKENDS[backend](app, request)
-    app.conf.runner_cls = "ThreadRunner"
-    app.conf.max_threads = 2
-    app.conf.logging_level = "WARNING"
-    behaviour_tasks.events.clear()
-    behaviour_tasks.gates.clear()
-    behaviour_tasks.named.clear()
-    yield app
-    for gate in behaviour_tasks.gates.values():
-        gate.set()
-    app.purge()
-    app.reset_components()
+    with behaviour_tasks.prepared_app("bhv", lambda app: BACKENDS[backend](app, request)) as app:
+        yield app
 
 
 RunnerFactory = Callable[..., Any]

@@ -7,7 +7,6 @@ behavioural tests imported below run here with an ``app`` on the cluster.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -43,25 +42,15 @@ def cluster_url(cluster: RedisCluster) -> str:
 @pytest.fixture
 def app(redis_cluster: RedisCluster) -> Iterator[Pynenc]:
     """The behaviour tasks' app on the cluster (same settings as tests/integration/conftest.py)."""
-    target = behaviour_tasks.app
-    target.conf.dev_mode_force_sync_tasks = False
-    target.conf.cycle_control = True
-    target.conf.app_id = f"cl-{uuid.uuid4().hex[:10]}"
-    target.conf.redis_url = cluster_url(redis_cluster)
-    target.conf.orchestrator_cls = "RedisOrchestrator"
-    target.conf.broker_cls = "RedisBroker"
-    target.conf.state_backend_cls = "RedisStateBackend"
-    target.conf.runner_cls = "ThreadRunner"
-    target.conf.max_threads = 2
-    target.conf.logging_level = "WARNING"
-    behaviour_tasks.events.clear()
-    behaviour_tasks.gates.clear()
-    behaviour_tasks.named.clear()
-    yield target
-    for gate in behaviour_tasks.gates.values():
-        gate.set()
-    target.purge()
-    target.reset_components()
+
+    def on_cluster(target: Pynenc) -> None:
+        target.conf.redis_url = cluster_url(redis_cluster)
+        target.conf.orchestrator_cls = "RedisOrchestrator"
+        target.conf.broker_cls = "RedisBroker"
+        target.conf.state_backend_cls = "RedisStateBackend"
+
+    with behaviour_tasks.prepared_app("cl", on_cluster) as target:
+        yield target
 
 
 def test_app_keys_live_on_one_slot_of_the_cluster(app: Pynenc, redis_cluster: RedisCluster, runner: object) -> None:
