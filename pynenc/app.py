@@ -96,7 +96,11 @@ class Pynenc:
     def _component(self, kind: str) -> Any:
         if os.getpid() != self._pid:  # forked: connections and locks of the parent are not ours
             self._pid = os.getpid()
+            self._lock = threading.RLock()  # another parent thread may have held it at the fork
             self._components.clear()
+        component = self._components.get(kind)  # hot path: every call and claim reads a component
+        if component is not None:
+            return component
         with self._lock:
             component = self._components.get(kind)
             if component is None:
@@ -121,9 +125,12 @@ class Pynenc:
 
     @property
     def orchestrator(self) -> BaseOrchestrator:
+        orchestrator: BaseOrchestrator | None = self._components.get("orchestrator")
+        if orchestrator is not None and self._pid == os.getpid():
+            return orchestrator
         # The orchestrator drives the broker and state backend: build those first.
         _ = (self.state_backend, self.broker)
-        orchestrator: BaseOrchestrator = self._component("orchestrator")
+        orchestrator = self._component("orchestrator")
         return orchestrator
 
     @property
