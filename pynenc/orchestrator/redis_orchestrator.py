@@ -246,11 +246,10 @@ class RedisOrchestrator(BaseOrchestrator):
         event = watcher.watch(ids)
         try:
             while True:
-                # An id published on the final channel since we watched went final in the
-                # script that published it: no need to read the statuses again.
-                published = watcher.take_published(event)
-                if published:
-                    return published
+                # A message only says "look": it can be stale (published before we watched,
+                # delivered late, for an invocation an operator has retried since), so the
+                # statuses decide. Taking the messages re-arms the event.
+                watcher.take_published(event)
                 final, missing = self._final_among(ids)
                 remaining = deadline - time.monotonic()
                 if final or missing or remaining <= 0:
