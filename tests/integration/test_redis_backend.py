@@ -256,6 +256,28 @@ def test_result_waiter_wakes_on_finish(rapp: Pynenc) -> None:
     assert done == [{call.invocation_id}]
 
 
+
+def test_a_stale_final_message_does_not_end_the_wait(rapp: Pynenc) -> None:
+    # A message for an id that is not final (e.g. delivered late for an invocation an operator
+    # retried since) must not make wait_final report it final.
+    orchestrator = orchestrator_of(rapp)
+    call = spec()
+    orchestrator.register([call])
+    returned = threading.Event()
+    client = orchestrator.conn.client
+
+    def keep_publishing() -> None:
+        while not returned.wait(0.01):
+            client.publish(orchestrator.keys.final_channel, call.invocation_id)
+
+    publisher = threading.Thread(target=keep_publishing)
+    publisher.start()
+    try:
+        assert orchestrator.wait_final([call.invocation_id], 0.5) == set()
+    finally:
+        returned.set()
+        publisher.join(5)
+
 # ----- isolation, purge, expiry, info -------------------------------------------------------
 def test_purge_removes_only_this_apps_keys(redis_server: RedisServer) -> None:
     other = configure(Pynenc(app_id="other"), redis_server.url)
