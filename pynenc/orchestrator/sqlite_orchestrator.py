@@ -70,7 +70,7 @@ class SQLiteOrchestrator(SQLiteReads, BaseOrchestrator):
             raise TypeError("SQLiteOrchestrator needs the SQLiteStateBackend")
         self.store: SQLiteStore = state.store
         self.app_id = self.store.app_id
-        #: per thread: (final_seq, ids not final then, when) of its last full look in wait_final
+        #: per thread: see SQLiteReads.wait_final
         self._local = threading.local()
 
     # ----- helpers (call inside a transaction) ---------------------------------------------

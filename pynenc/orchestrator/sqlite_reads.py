@@ -6,18 +6,21 @@ change anything and take no write lock.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
 
 from pynenc import sqlite_store as db
 from pynenc.models import InvocationRecord
+from pynenc.orchestrator.sqlite_watch import FinalWatcher
 from pynenc.sqlite_store import SQLiteStore
 from pynenc.status import EXECUTING, FINAL, InvocationStatus
 
 S = InvocationStatus
 _FINAL = tuple(s.value for s in FINAL)
 _EXECUTING = tuple(s.value for s in EXECUTING)
+_watcher_lock = threading.Lock()
 
 
 def marks(values: Sequence[object]) -> str:
@@ -29,8 +32,9 @@ class SQLiteReads:
 
     store: SQLiteStore
     app_id: str
-    #: per thread: (final_seq, ids not final then, when) of its last full look in wait_final
+    #: per thread: (number seen, ids not final, ids published and not read, when) of its last wait_final
     _local: threading.local
+    _watcher: FinalWatcher
 
     def get_status(self, invocation_id: str) -> InvocationStatus | None:
         with self.store.reading() as conn:
@@ -43,26 +47,29 @@ class SQLiteReads:
         with self.store.snapshot() as conn:
             return db.load_record(conn, self.app_id, invocation_id)
 
-    def _final_now(self, invocation_ids: Sequence[str]) -> tuple[set[str], bool, int]:
-        """(the final ones, whether any is final or unknown, the last ``final_seq`` handed out)."""
+    def _final_among(self, invocation_ids: Sequence[str]) -> tuple[set[str], bool]:
+        """(the final ones, whether any is unknown)."""
         statuses: dict[str, str] = {}
         with self.store.snapshot() as conn:
-            for part in db.chunks(list(dict.fromkeys(invocation_ids))):
+            for part in db.chunks(list(invocation_ids)):
                 statuses.update(
                     conn.execute(
                         f"SELECT id, status FROM invocations WHERE app_id = ? AND id IN ({marks(part)})",
                         (self.app_id, *part),
                     ).fetchall()
                 )
+        final = {i for i, status in statuses.items() if status in _FINAL}
+        return final, any(i not in statuses for i in invocation_ids)
+
+    def _final_counter(self) -> int:
+        with self.store.reading() as conn:
             row = conn.execute(
                 "SELECT value FROM counters WHERE app_id = ? AND name = 'final'", (self.app_id,)
             ).fetchone()
-        final = {i for i, status in statuses.items() if status in _FINAL}
-        done = bool(final) or any(i not in statuses for i in invocation_ids)
-        return final, done, int(row[0]) if row else 0
+        return int(row[0]) if row else 0
 
     def _final_since(self, final_seq: int) -> tuple[list[str], int]:
-        """Ids that became final after ``final_seq`` (whatever they are), and the new last number."""
+        """Ids that became final after ``final_seq`` (whatever they are now), and the new last number."""
         with self.store.reading() as conn:
             rows = conn.execute(
                 "SELECT id, final_seq FROM invocations WHERE app_id = ? AND final_seq > ?",
@@ -70,35 +77,57 @@ class SQLiteReads:
             ).fetchall()
         return [row[0] for row in rows], max((row[1] for row in rows), default=final_seq)
 
+    def _final_watcher(self) -> FinalWatcher:
+        watcher: FinalWatcher | None = getattr(self, "_watcher", None)
+        if watcher is None or watcher.pid != os.getpid():  # none yet, or the parent's (forked)
+            with _watcher_lock:
+                watcher = getattr(self, "_watcher", None)
+                if watcher is None or watcher.pid != os.getpid():
+                    watcher = FinalWatcher(self.store, self._final_since, self._final_counter)
+                    self._watcher = watcher
+        return watcher
+
     def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
-        # The first look reads every id; later looks read only what became final since, so
-        # waiting on a large group costs per finished invocation, not per id and wake-up. A
-        # caller that comes back for the rest of the same ids (as InvocationGroup.results does)
-        # continues from its last look, re-reading everything at most once a second.
-        wanted = set(invocation_ids)
-        found: set[str] = set()
-        previous = getattr(self._local, "last_look", None)
-        last_seq: int | None = None
-        if previous is not None:
-            seq, pending, when = previous
-            if wanted <= pending and time.monotonic() - when < 1.0:
-                last_seq = seq
+        # The watcher thread wakes this waiter only when one of its ids went final, and says
+        # which: the statuses of those are read again (they decide: an id may have been
+        # retried since). The first look reads every id, except when this thread comes back
+        # for the rest of the ids of its last call (as wait loops and InvocationGroup do)
+        # within a second: then only what went final in between is read.
+        ids = list(dict.fromkeys(invocation_ids))
+        if not ids:
+            return set()
+        deadline = time.monotonic() + timeout
+        watcher = self._final_watcher()
+        event = watcher.watch(ids)
+        final: set[str] = set()
+        try:
+            to_read = self._continued(ids, watcher)
+            while True:
+                to_read |= watcher.take_published(event)
+                if to_read:
+                    final, missing = self._final_among(sorted(to_read))
+                    if final or missing:
+                        return final
+                to_read = set()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return final
+                event.wait(remaining)
+        finally:
+            leftover, seq = watcher.unwatch(ids, event)
+            self._local.last_look = (seq, set(ids) - final, leftover - final, time.monotonic())
 
-        def check() -> bool:
-            nonlocal last_seq
-            if last_seq is None:
-                final, done, last_seq = self._final_now(invocation_ids)
-                self._local.last_look = (last_seq, wanted - final, time.monotonic())
-                found.update(final)
-                return done
-            new, last_seq = self._final_since(last_seq)
-            found.update(wanted.intersection(new))
-            return bool(found)
-
-        self.store.wait_until(check, timeout, "final")
-        if last_seq is not None and getattr(self._local, "last_look", None) is not None:
-            self._local.last_look = (last_seq, wanted - found, self._local.last_look[2])
-        return found
+    def _continued(self, ids: list[str], watcher: FinalWatcher) -> set[str]:
+        """What to read first: every id, or, continuing this thread's last call, what may have
+        gone final since it ended (when that is fewer rows to read than the ids)."""
+        previous: tuple[int, set[str], set[str], float] | None = getattr(self._local, "last_look", None)
+        if previous is None:
+            return set(ids)
+        seq, pending, leftover, when = previous
+        if time.monotonic() - when >= 1.0 or not pending.issuperset(ids) or watcher.seq - seq > len(ids):
+            return set(ids)
+        new, _ = self._final_since(seq)
+        return (leftover | set(new)).intersection(ids)
 
     def wait_for_work(self, timeout: float) -> None:
         self.store.wait_until(lambda: self.queue_depth() > 0, timeout, "work")

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -283,6 +284,70 @@ def test_wait_final_sees_a_finish_from_another_process(path: Path) -> None:
         done = app.orchestrator.wait_final(["awaited"], 1.0)
     child.join(30)
     assert done == {"awaited"}
+    app.close()
+
+
+def test_wait_final_coming_back_sees_what_finished_in_between(path: Path) -> None:
+    # A wait loop calls wait_final again for the same ids; what went final between two calls
+    # (no watcher registered then) must be seen by the next one.
+    app = sqlite_app(path, "again")
+    app.orchestrator.register([spec("first"), spec("second")])
+    assert app.orchestrator.wait_final(["first", "second"], 0.05) == set()
+    claimed = app.orchestrator.claim("runner", 1, 30)
+    assert app.orchestrator.finish("runner", claimed[0].invocation_id, DONE)
+    assert app.orchestrator.wait_final(["first", "second"], 0.05) == {claimed[0].invocation_id}
+    app.close()
+
+
+def test_many_waiters_are_each_woken_by_their_own_invocation(path: Path) -> None:
+    app = sqlite_app(path, "many")
+    ids = [f"w{i}" for i in range(40)]
+    app.orchestrator.register([spec(i) for i in ids])
+    woken: dict[str, set[str]] = {}
+    watching = threading.Barrier(len(ids) + 1)
+
+    def waiter(invocation_id: str) -> None:
+        watching.wait(10)
+        done: set[str] = set()
+        deadline = time.monotonic() + 30
+        while not done and time.monotonic() < deadline:
+            done = app.orchestrator.wait_final([invocation_id], 1.0)
+        woken[invocation_id] = done
+
+    threads = [threading.Thread(target=waiter, args=(i,)) for i in ids]
+    for thread in threads:
+        thread.start()
+    watching.wait(10)
+    for claimed in app.orchestrator.claim("runner", len(ids), 30):
+        assert app.orchestrator.finish("runner", claimed.invocation_id, DONE)
+    for thread in threads:
+        thread.join(30)
+    assert woken == {i: {i} for i in ids}
+    app.close()
+
+
+def test_a_published_id_that_is_not_final_does_not_end_the_wait(path: Path) -> None:
+    # The watcher's publication only says "look": the status decides (e.g. retried since).
+    app = sqlite_app(path, "stale")
+    app.orchestrator.register([spec("retried")])
+    orchestrator: Any = app.orchestrator
+    watcher = orchestrator._final_watcher()
+    returned = threading.Event()
+
+    def keep_publishing() -> None:
+        while not returned.wait(0.01):
+            with watcher.lock:
+                for event in watcher._wanted.get("retried", ()):
+                    event.published.add("retried")
+                    event.set()
+
+    publisher = threading.Thread(target=keep_publishing)
+    publisher.start()
+    try:
+        assert app.orchestrator.wait_final(["retried"], 0.5) == set()
+    finally:
+        returned.set()
+        publisher.join(5)
     app.close()
 
 
