@@ -45,13 +45,22 @@ class RegisterOutcome:
 
 @dataclass(frozen=True)
 class ClaimedInvocation:
-    """An invocation a runner now owns, in status RUNNING, with its lease."""
+    """An invocation a runner now owns, with its lease: RUNNING, or PENDING when claimed ahead."""
 
     invocation_id: str
     task_id: str
     arguments: dict[str, str]
     num_retries: int
     lease_expires_at: float
+
+
+@dataclass(frozen=True)
+class FinishReply:
+    """What ``finish_start_claim`` did: finished, started the invocation held ahead, claimed."""
+
+    done: bool
+    started: bool
+    claimed: list[ClaimedInvocation]
 
 
 class OutcomeKind(str, enum.Enum):

@@ -142,6 +142,7 @@ class RedisConnection:
         self._loaded_pid = -1
         #: (script, keys) -> the packed start of its EVALSHA command
         self._packed: dict[tuple[str, tuple[str | bytes, ...]], bytes] = {}
+        self._script_connections: ScriptConnections | None = None
         _live.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -151,6 +152,7 @@ class RedisConnection:
         self._pid = -1
         self._loaded_pid = -1
         self._watchers = {}
+        self._script_connections = None
 
     def redacted_url(self) -> str:
         return redact(self.url)
@@ -202,6 +204,8 @@ class RedisConnection:
             with self._lock:
                 if self._pid != os.getpid() or self._client is None:
                     self._client = self._build()
+                    if not self.is_cluster:
+                        self._script_connections = ScriptConnections(self._client.connection_pool)
                     self._pid = os.getpid()
         return self._client
 
@@ -271,22 +275,71 @@ class RedisConnection:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
+    def _prefix(self, name: str, keys: Sequence[str | bytes]) -> bytes | None:
+        """EVALSHA, sha and KEYS of a script call, packed once (scripts run on every transition)."""
+        if self.is_cluster:
+            return None
+        cache_key = (name, tuple(keys))
+        prefix = self._packed.get(cache_key)
+        if prefix is None:
+            prefix = self._packed[cache_key] = _pack_prefix(self.scripts[name].sha, keys)
+        return prefix
+
+    def send(self, name: str, keys: Sequence[str | bytes], args: list[Any]) -> Callable[[], Any]:
+        """Send a script call now and return the function that reads its reply (call it once).
+
+        The connection stays out of the pool until the reply is read. When sending fails, or
+        the reply is NOSCRIPT or lost with its connection, the call is made again with
+        :meth:`run` (so its retries apply): scripts called this way must be safe to repeat
+        after a lost reply, as every transition is (a repeat finds the work done).
+        """
+        prefix = self._prefix(name, keys)
+        self.client  # noqa: B018 (builds the client and its script connections in a new process)
+        connections = self._script_connections
+        if prefix is None or connections is None:  # a cluster client: run it now
+            result = self.run(name, keys, args)
+            return lambda: result
+        connection = connections.take()
+        try:
+            connection.send_packed_command([_packed_evalsha(prefix, len(keys), args)])
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            connections.drop(connection)
+            result = self.run(name, keys, args)
+            return lambda: result
+        except BaseException:
+            connections.drop(connection)
+            raise
+
+        def reply() -> Any:
+            try:
+                response = connection.read_response()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                connections.drop(connection)
+                return self.run(name, keys, args)
+            except NoScriptError:  # the script cache was flushed: nothing ran, run it again
+                connections.give(connection)
+                return self.run(name, keys, args)
+            except ResponseError as exc:
+                connections.give(connection)  # an error reply was read whole: the connection is clean
+                raise _translate(exc) from None
+            except BaseException:
+                connections.drop(connection)
+                raise
+            connections.give(connection)
+            return response
+
+        return reply
+
     def run(self, name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
         """Run a script by name: EVALSHA, falling back to EVAL (which caches it) on NOSCRIPT."""
         script = self.scripts[name]
-        prefix: bytes | None = None
-        if not self.is_cluster:
-            # Scripts run on every transition: their EVALSHA, sha and KEYS are packed once.
-            cache_key = (name, tuple(keys))
-            prefix = self._packed.get(cache_key)
-            if prefix is None:
-                prefix = self._packed[cache_key] = _pack_prefix(script.sha, keys)
+        prefix = self._prefix(name, keys)
 
         def attempt(client: Any) -> Any:
             try:
                 try:
-                    if prefix is not None:
-                        return _evalsha_packed(client, prefix, len(keys), args)
+                    if prefix is not None and self._script_connections is not None:
+                        return _evalsha_packed(self._script_connections, prefix, len(keys), args)
                     return client.evalsha(script.sha, len(keys), *keys, *args)
                 except NoScriptError:
                     return client.eval(script.source, len(keys), *keys, *args)
@@ -312,6 +365,10 @@ class RedisConnection:
         for watcher in watchers:
             watcher.stop()
         client, self._client = self._client, None
+        connections, self._script_connections = self._script_connections, None
+        if connections is not None and self._pid == os.getpid():
+            for connection in connections.idle:
+                connection.disconnect()
         if client is not None and self._pid == os.getpid():
             try:
                 client.close()
@@ -339,24 +396,66 @@ def _pack_prefix(sha: str, keys: Sequence[str | bytes]) -> bytes:
     return b"".join([_bulk(b"EVALSHA"), _bulk(sha), _bulk(len(keys)), *(_bulk(key) for key in keys)])
 
 
-def _evalsha_packed(client: Any, prefix: bytes, n_keys: int, args: Sequence[Any]) -> Any:
-    """EVALSHA with a pre-packed prefix on one pooled connection of a plain (non-cluster) client.
+def _packed_evalsha(prefix: bytes, n_keys: int, args: Sequence[Any]) -> bytes:
+    return b"*%d\r\n%s%s" % (3 + n_keys + len(args), prefix, b"".join([_bulk(arg) for arg in args]))
+
+
+def _evalsha_packed(connections: ScriptConnections, prefix: bytes, n_keys: int, args: Sequence[Any]) -> Any:
+    """EVALSHA with a pre-packed prefix on a script connection of a plain (non-cluster) client.
 
     The same wire command as ``client.evalsha``, without re-encoding the sha and up to 20
     keys on every transition. A connection that fails mid-command is dropped, as redis-py
     drops it; errors are raised as redis-py raises them (NoScriptError, ResponseError...).
     """
-    command = b"*%d\r\n%s%s" % (3 + n_keys + len(args), prefix, b"".join([_bulk(arg) for arg in args]))
-    pool = client.connection_pool
-    connection = pool.get_connection()
+    command = _packed_evalsha(prefix, n_keys, args)
+    connection = connections.take()
     try:
         connection.send_packed_command([command])
-        return connection.read_response()
-    except (RedisConnectionError, RedisTimeoutError, OSError):
-        connection.disconnect()
+        response = connection.read_response()
+    except ResponseError:
+        connections.give(connection)  # an error reply was read whole: the connection is clean
         raise
-    finally:
-        pool.release(connection)
+    except BaseException:
+        connections.drop(connection)
+        raise
+    connections.give(connection)
+    return response
+
+
+class ScriptConnections:
+    """Connections kept for script calls, taken and given back without the pool's bookkeeping.
+
+    redis-py's pool checks the process id, polls the socket for unread data and records
+    metrics on every checkout: a large part of a transition's client time. A script
+    connection is only given back after its reply was read whole (or it is disconnected
+    first), so it never holds unread data; connections are made with the pool's settings
+    (timeouts, credentials, TLS, health checks), reconnect by themselves when dropped, and
+    a new process makes new ones (the client is rebuilt after fork).
+    """
+
+    #: idle connections kept (more are closed when given back)
+    keep = 16
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.idle: list[Any] = []
+
+    def take(self) -> Any:
+        try:
+            return self.idle.pop()  # atomic: threads never get the same one
+        except IndexError:
+            return self.pool.connection_class(**self.pool.connection_kwargs)
+
+    def give(self, connection: Any) -> None:
+        if len(self.idle) < self.keep:
+            self.idle.append(connection)
+        else:
+            connection.disconnect()
+
+    def drop(self, connection: Any) -> None:
+        """A connection whose state is unknown (error mid-command): closed, then kept."""
+        connection.disconnect()
+        self.give(connection)
 
 
 def _translate(exc: ResponseError) -> Exception:

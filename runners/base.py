@@ -51,6 +51,8 @@ class BaseRunner(ABC):
         self.runner_id = new_runner_id()
         self.stopping = threading.Event()
         self._owned: set[str] = set()
+        #: owned ones whose finish is under way (a renewal that finds them gone is not a loss)
+        self._finishing: set[str] = set()
         self._owned_lock = threading.Lock()
         self._maintenance: threading.Thread | None = None
         self.active = False
@@ -83,6 +85,11 @@ class BaseRunner(ABC):
     def _disown(self, invocation_id: str) -> None:
         with self._owned_lock:
             self._owned.discard(invocation_id)
+            self._finishing.discard(invocation_id)
+
+    def _mark_finishing(self, invocation_id: str) -> None:
+        with self._owned_lock:
+            self._finishing.add(invocation_id)
 
     def start_maintenance(self) -> None:
         """Renew our leases and recover expired ones, from a thread of its own."""
@@ -99,16 +106,27 @@ class BaseRunner(ABC):
     def _maintain(self) -> None:
         conf = self.app.conf
         renew_every = max(conf.lease_seconds / 3, 0.05)
+        next_renewal = time.monotonic() + renew_every
         next_recovery = time.monotonic() + conf.recovery_interval
         started_at = time.time()
         self.publish_info(started_at)
-        while not self.stopping.wait(renew_every):
-            self.renew_now()
-            self.publish_info(started_at)
+        while not self.stopping.wait(self.maintenance_wait(max(next_renewal - time.monotonic(), 0.0))):
+            self.on_maintenance()
+            if time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + renew_every
+                self.renew_now()
+                self.publish_info(started_at)
             if time.monotonic() >= next_recovery:
                 next_recovery = time.monotonic() + conf.recovery_interval
                 self.recover_now()
         self.publish_info(started_at, ttl=0.0)  # stopped cleanly: gone at once, not shown as dead
+
+    def maintenance_wait(self, until_renewal: float) -> float:
+        """Seconds the lease thread sleeps before its next round (runners that need it sooner say so)."""
+        return until_renewal
+
+    def on_maintenance(self) -> None:
+        """Called by the lease thread every round, before renewals."""
 
     def publish_info(self, started_at: float, ttl: float | None = None) -> None:
         """Tell ``pynenc status runners`` we are alive (kind "runner"; outlives a lease so the dead show)."""
@@ -136,6 +154,10 @@ class BaseRunner(ABC):
             self.app.logger.warning("lease renewal failed", runner_id=self.runner_id, error=str(exc))
             return
         for invocation_id in lost:
+            with self._owned_lock:
+                # Finished (or being finished) since the renewal read our list: not lost.
+                if invocation_id not in self._owned or invocation_id in self._finishing:
+                    continue
             self.app.logger.warning("lease lost", runner_id=self.runner_id, invocation_id=invocation_id)
             self._disown(invocation_id)
 
@@ -173,19 +195,12 @@ class BaseRunner(ABC):
         running it gives it back with :meth:`release_owned`."""
         app = self.app
         log = app.logger.bind(task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id)
-        outcome: Outcome | None = None
-        try:
-            task = app.get_task(claimed.task_id)
-            arguments = {name: app.serializer.loads(payload) for name, payload in claimed.arguments.items()}
-        except Exception as exc:
-            log.error("cannot load invocation", error=str(exc))
-            outcome = Outcome(OutcomeKind.FAILED, encode_exception(exc))
-        if outcome is None:
-            outcome = self._run_task(task, claimed, arguments, log)
+        outcome = self.run_claimed(claimed, log)
         if outcome is None:  # released while stopping
             return []
         following: list[ClaimedInvocation] = []
         claim_next = self.claim_next_count()
+        self._mark_finishing(claimed.invocation_id)
         if claim_next > 0:
             done, following = app.orchestrator.finish_and_claim(
                 self.runner_id, claimed.invocation_id, outcome, claim_next, app.conf.lease_seconds
@@ -198,6 +213,18 @@ class BaseRunner(ABC):
             log.warning("finish rejected: this runner no longer holds the lease", outcome=outcome.kind.value)
         self._disown(claimed.invocation_id)
         return following
+
+    def run_claimed(self, claimed: ClaimedInvocation, log: Any) -> Outcome | None:
+        """Load and run the task of an owned invocation: how it ended, or None when it was
+        given back because the runner is stopping (or lost its lease while paused)."""
+        app = self.app
+        try:
+            task = app.get_task(claimed.task_id)
+            arguments = {name: app.serializer.loads(payload) for name, payload in claimed.arguments.items()}
+        except Exception as exc:
+            log.error("cannot load invocation", error=str(exc))
+            return Outcome(OutcomeKind.FAILED, encode_exception(exc))
+        return self._run_task(task, claimed, arguments, log)
 
     def _run_task(self, task: Any, claimed: ClaimedInvocation, arguments: dict[str, Any], log: Any) -> Outcome | None:
         execution = Execution(self, claimed.invocation_id, claimed.task_id, self.app)
@@ -227,8 +254,13 @@ class BaseRunner(ABC):
             return Outcome(OutcomeKind.FAILED, encode_exception(error))
 
     # ----- waiting inside a task ------------------------------------------------------------
+    def settle_pipeline(self) -> None:
+        """Read any transition reply still in flight (runners that pipeline their finishes):
+        called before a task's own transitions, which must see them applied."""
+
     def wait_for(self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None) -> None:
         orchestrator = self.app.orchestrator
+        self.settle_pipeline()
         if not orchestrator.wait(self.runner_id, execution.invocation_id, invocation_ids):
             if execution.invocation_id not in self.owned():
                 raise RunnerStopped()

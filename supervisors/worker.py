@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psutil
 from pynenc.runners.base import BaseRunner
 from pynenc.runners.thread_runner import ThreadRunner
+from pynenc.supervisors.ahead import ClaimAhead
 from pynenc.supervisors.permits import SlotWriter
 from pynenc.supervisors.slot_table import SlotState, SlotTable
 
@@ -240,9 +241,17 @@ class PoolRunner(BaseRunner):
         self.done = 0
         self._found_empty = False
         self._claim_asked = 0
+        self.ahead = ClaimAhead(self, stopping)
 
     def run(self) -> None:
         self.serve()
+
+    def settle_pipeline(self) -> None:
+        self.ahead.settle()
+
+    def release_owned(self) -> None:
+        self.ahead.give_back()  # reads the reply in flight first: what it claimed is ours too
+        super().release_owned()
 
     def stop_runner_loop(self) -> None:
         self.stopping.set()
@@ -334,13 +343,17 @@ class PoolRunner(BaseRunner):
         else:
             self.writer.set_running(claimed.invocation_id, claimed.task_id)
         log.debug("invocation started")
-        started = time.monotonic()
+        started = self.ahead.running_since = time.monotonic()
         following: list[ClaimedInvocation] = []
         self._claim_asked = 0
         try:
-            following = self.execute_and_claim(claimed)
-            # Claimed with the finish, yet nothing came: the queue was empty at that moment.
-            self._found_empty = self._claim_asked > 0 and not following
+            outcome = self.run_claimed(claimed, log)
+            if outcome is not None:  # None: given back while stopping
+                seconds = time.monotonic() - started
+                self.ahead.running_since = None
+                following = self.ahead.finish(claimed, outcome, self.claim_next_count(), seconds, log)
+                # Claimed with the finish, yet nothing came: the queue was empty at that moment.
+                self._found_empty = self._claim_asked > 0 and not following
         except Exception as exc:  # a backend error while reporting: never keep the lease alive
             log.error("invocation could not be completed", error=repr(exc))
             try:
@@ -358,6 +371,7 @@ class PoolRunner(BaseRunner):
 
     # ----- slot handover while the task waits on other invocations ------------------------
     def on_pause(self, execution: Execution) -> None:
+        self.ahead.give_back()  # what is held ahead must not wait for this pause to end
         self.writer.set_paused()
         try:  # tell the supervisor now, so it forks a runner for the free permit at once
             os.write(self.spec.wake_fd, b"p")

@@ -42,6 +42,16 @@ finish_and_claim(runner_id, invocation_id, outcome, max_count, lease_seconds)
     Returns (what finish returned, what claim returned); the claim happens even when
     the finish is rejected. The default composes the two calls.
 
+finish_start_claim(runner_id, invocation_id, outcome, start_id, max_count, n_running, lease_seconds)
+    Only where ``claims_ahead`` is True. As ``finish_and_claim``, and in the same transition:
+    start ``start_id`` (an invocation this runner claimed ahead: PENDING -> RUNNING, only if
+    the runner still owns it as PENDING); of the claimed ones the first ``n_running`` go
+    RUNNING and the rest stay PENDING, owned and leased: claimed ahead, to be started by a
+    later call (or given back with ``release``). Sends the call and returns at once; the
+    returned function reads its :class:`FinishReply` (so a runner can execute the started
+    invocation while the reply travels). The runner must read the reply before any other
+    transition of the started invocation.
+
 wait(runner_id, waiter_id, awaited_ids) -> bool
     Record "waiter waits for each awaited". Raises :class:`CycleDetectedError`
     (recording nothing) when an awaited invocation is the waiter itself or one
@@ -85,10 +95,10 @@ after at most ``timeout`` seconds.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from pynenc.models import CallSpec, ClaimedInvocation, InvocationRecord, Outcome, RegisterOutcome
+from pynenc.models import CallSpec, ClaimedInvocation, FinishReply, InvocationRecord, Outcome, RegisterOutcome
 from pynenc.status import InvocationStatus
 
 if TYPE_CHECKING:
@@ -117,6 +127,21 @@ class BaseOrchestrator(ABC):
     ) -> tuple[bool, list[ClaimedInvocation]]:
         done = self.finish(runner_id, invocation_id, outcome)
         return done, self.claim(runner_id, max_count, lease_seconds) if max_count > 0 else []
+
+    #: whether :meth:`finish_start_claim` (claiming ahead) is available
+    claims_ahead: bool = False
+
+    def finish_start_claim(
+        self,
+        runner_id: str,
+        invocation_id: str,
+        outcome: Outcome,
+        start_id: str | None,
+        max_count: int,
+        n_running: int,
+        lease_seconds: float,
+    ) -> Callable[[], FinishReply]:
+        raise NotImplementedError(f"{type(self).__name__} does not claim ahead")
 
     @abstractmethod
     def wait(self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str]) -> bool: ...

@@ -8,15 +8,20 @@
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
 -- ARGV[5] outcome kind (SUCCESS|FAILED|RETRY)  ARGV[6] payload (result or error)
 -- ARGV[7] max count to claim  ARGV[8] lease seconds
--- Returns: flat list {finish code (1 done, 0 not owned: nothing finished), lease expiry, then a
--- triple id, spec JSON, num_retries per invocation now RUNNING}. The claim happens either way.
+-- ARGV[9] id of an invocation this runner claimed ahead (PENDING) to start now, or ''
+-- ARGV[10] how many of the claimed go RUNNING at once (the others stay PENDING, claimed ahead)
+-- Returns: flat list {finish code (1 done, 0 not owned: nothing finished), start code (1 started,
+-- 0 not owned as PENDING, or no id given), lease expiry, then a triple id, spec JSON,
+-- num_retries per invocation claimed}. The start and the claim happen either way.
 -- Error "PYNENC -2" for an unknown outcome kind (checked before anything is written).
 local runner, id, kind, payload = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if kind ~= 'SUCCESS' and kind ~= 'FAILED' and kind ~= 'RETRY' then
   return redis.error_reply('PYNENC -2 finish: unknown outcome kind ' .. tostring(kind))
 end
 local done = finish_run(runner, id, kind, payload)
+local started = 0
+if ARGV[9] ~= '' then started = start_pending(runner, ARGV[9]) end
 local expires = string.format('%.6f', NOWN + tonumber(ARGV[8]))
-local out = {done, expires}
-claim_runs(runner, tonumber(ARGV[7]), expires, out)
+local out = {done, started, expires}
+claim_runs(runner, tonumber(ARGV[7]), expires, out, tonumber(ARGV[10]))
 return out

@@ -5,8 +5,9 @@
 -- KEYS[13] fseq       KEYS[14] seq       KEYS[15] priority    KEYS[16] reg_index
 -- KEYS[17] wake       KEYS[18] error     KEYS[19] spec
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] max_stalls  ARGV[4] at most this many
--- Returns: the recovered ids. Each went PENDING -> PENDING_RECOVERY or RUNNING/PAUSED/RESUMED ->
--- RUNNING_RECOVERY, its stall counter +1, running key and wait edges released, then REROUTED
+-- Returns: the recovered ids. Each went PENDING -> PENDING_RECOVERY (no stall counted: it never
+-- started) or RUNNING/PAUSED/RESUMED -> RUNNING_RECOVERY (its stall counter +1), running key and
+-- wait edges released, then REROUTED
 -- (front of its priority) or, past max_stalls, FAILED with a StalledInvocationError.
 local max_stalls, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
@@ -17,8 +18,14 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 
     local runner = redis.call('HGET', K.owner, id) or ''
     redis.call('HDEL', K.owner, id)
     local recovery = 'RUNNING_RECOVERY'
-    if status == 'PENDING' then recovery = 'PENDING_RECOVERY' end
-    local stalls = redis.call('HINCRBY', K.stalls, id, 1)
+    local stalls
+    if status == 'PENDING' then
+      -- Claimed ahead and never started: losing it is not the task's fault, no stall counted.
+      recovery = 'PENDING_RECOVERY'
+      stalls = tonumber(redis.call('HGET', K.stalls, id) or '0')
+    else
+      stalls = redis.call('HINCRBY', K.stalls, id, 1)
+    end
     drop_waits(id)
     release_key(id)
     if stalls > max_stalls then

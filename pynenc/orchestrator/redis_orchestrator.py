@@ -17,14 +17,22 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from pynenc.broker.redis_broker import RedisBroker
 from pynenc.exceptions import ConfigurationError, CycleDetectedError, LeaseLostError, SerializationError
-from pynenc.models import CallSpec, ClaimedInvocation, InvocationRecord, Outcome, OutcomeKind, RegisterOutcome
+from pynenc.models import (
+    CallSpec,
+    ClaimedInvocation,
+    FinishReply,
+    InvocationRecord,
+    Outcome,
+    OutcomeKind,
+    RegisterOutcome,
+)
 from pynenc.orchestrator.base import BaseOrchestrator
 from pynenc.serializer.base import render_arguments
 from pynenc.serializer.errors import encode_exception
@@ -124,11 +132,30 @@ class RedisOrchestrator(BaseOrchestrator):
     def finish_and_claim(
         self, runner_id: str, invocation_id: str, outcome: Outcome, max_count: int, lease_seconds: float
     ) -> tuple[bool, list[ClaimedInvocation]]:
-        flat = self._run(
-            "finish_claim", runner_id, invocation_id, outcome.kind.value, outcome.payload, max_count, lease_seconds
-        )
-        done = self._finish_checked(int(flat[0]) == 1, runner_id, invocation_id, outcome)
-        return done, self._claimed(runner_id, flat, 1)
+        reply = self.finish_start_claim(runner_id, invocation_id, outcome, None, max_count, max_count, lease_seconds)()
+        return reply.done, reply.claimed
+
+    claims_ahead = True
+
+    def finish_start_claim(
+        self,
+        runner_id: str,
+        invocation_id: str,
+        outcome: Outcome,
+        start_id: str | None,
+        max_count: int,
+        n_running: int,
+        lease_seconds: float,
+    ) -> Callable[[], FinishReply]:
+        args = (outcome.kind.value, outcome.payload, max_count, lease_seconds, start_id or "", n_running)
+        read = self.state.send("finish_claim", runner_id, invocation_id, *args)
+
+        def reply() -> FinishReply:
+            flat = read()
+            done = self._finish_checked(int(flat[0]) == 1, runner_id, invocation_id, outcome)
+            return FinishReply(done, int(flat[1]) == 1, self._claimed(runner_id, flat, 2))
+
+        return reply
 
     def _finish_checked(self, done: bool, runner_id: str, invocation_id: str, outcome: Outcome) -> bool:
         if not done and self._finished_by(runner_id, invocation_id, outcome):

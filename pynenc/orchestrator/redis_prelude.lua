@@ -170,12 +170,13 @@ local function finish_run(runner, id, kind, payload)
 end
 
 -- Pop up to max_count runnable invocations for a runner; appends a triple id, spec JSON,
--- num_retries to out per invocation now RUNNING. Popped ones whose running key is held
+-- num_retries to out per invocation claimed. The first n_running (all when nil) go RUNNING;
+-- the others stay PENDING: claimed ahead, started later by the runner (start_pending). Popped ones whose running key is held
 -- elsewhere go PENDING -> CONCURRENCY_CONTROLLED (parked on the key) or
 -- PENDING -> CONCURRENCY_CONTROLLED_FINAL and are not returned. When the queue is left
 -- empty the wake markers are dropped, so idle runners block in BLPOP instead of waking
 -- for work that is already taken.
-local function claim_runs(runner, max_count, expires, out)
+local function claim_runs(runner, max_count, expires, out, n_running)
   local claimed = 0
   while claimed < max_count do
     local popped = redis.call('ZPOPMIN', K.queue)
@@ -198,7 +199,11 @@ local function claim_runs(runner, max_count, expires, out)
         end
       else
         if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
-        moves(id, {'PENDING', 'RUNNING'}, runner)
+        if n_running == nil or claimed < n_running then
+          moves(id, {'PENDING', 'RUNNING'}, runner)
+        else
+          move(id, 'PENDING', runner)
+        end
         redis.call('HSET', K.owner, id, runner)
         redis.call('ZADD', K.leases, expires, id)
         out[#out + 1] = id
@@ -209,4 +214,12 @@ local function claim_runs(runner, max_count, expires, out)
     end
   end
   if redis.call('ZCARD', K.queue) == 0 then redis.call('DEL', K.wake) end
+end
+
+-- The owner starts an invocation it claimed ahead (PENDING -> RUNNING): 1, or 0 when it no
+-- longer owns it as PENDING (given back, killed, recovered): nothing changed then.
+local function start_pending(runner, id)
+  if not owned_by(runner, id, {PENDING=true}) then return 0 end
+  move(id, 'RUNNING', runner)
+  return 1
 end

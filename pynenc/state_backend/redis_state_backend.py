@@ -10,7 +10,7 @@ Runner and supervisor info (``publish_info``/``list_info``) lives in the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -89,14 +89,21 @@ class RedisStateBackend(BaseStateBackend):
         #: script name -> the keys its header declares, for this app
         self._script_keys: dict[str, list[bytes]] = {}
 
-    def run(self, script: str, *args: Any) -> Any:
-        """Run a script with the KEYS its header names (so Python and Lua cannot disagree)."""
+    def _keys_of(self, script: str) -> list[bytes]:
         keys = self._script_keys.get(script)
         if keys is None:
-            # Encoded once: redis-py passes bytes through, and a script gets up to 19 keys per call.
+            # Encoded once: redis-py passes bytes through, and a script gets up to 20 keys per call.
             names = self.keys.keys(self.conn.scripts[script].key_names)
             keys = self._script_keys[script] = [name.encode() for name in names]
-        return self.conn.run(script, keys, [0, self._channel, *args])
+        return keys
+
+    def run(self, script: str, *args: Any) -> Any:
+        """Run a script with the KEYS its header names (so Python and Lua cannot disagree)."""
+        return self.conn.run(script, self._keys_of(script), [0, self._channel, *args])
+
+    def send(self, script: str, *args: Any) -> Callable[[], Any]:
+        """:meth:`run`, with the reply read later by the function returned (RedisConnection.send)."""
+        return self.conn.send(script, self._keys_of(script), [0, self._channel, *args])
 
     def read_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
         if not invocation_ids:

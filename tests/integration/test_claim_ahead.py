@@ -1,0 +1,128 @@
+"""Claiming ahead on Redis: finish, start what was held ahead and claim the next, in one script.
+
+What a runner holds ahead is PENDING (owned, leased, not started); it is started by the
+runner's next finish, given back with ``release``, or requeued without a stall when its
+lease expires. The pool runner's use of it is tested with a real supervisor at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynenc import Pynenc
+from pynenc.models import Outcome, OutcomeKind
+from pynenc.status import InvocationStatus as S
+from tests.integration import test_supervisor_tasks as t
+from tests.integration.test_redis_backend import configure, orchestrator_of, spec
+from tests.integration.test_supervisor_tasks import backend_fixture, daemon_fixture, env_fixture  # noqa: F401
+
+OK = Outcome(OutcomeKind.SUCCESS, "jnull")
+
+
+@pytest.fixture
+def rapp(redis_url: str) -> Iterator[Pynenc]:
+    app = configure(Pynenc(), redis_url)
+    yield app
+    app.purge()
+    app.reset_components()
+
+
+def statuses_in_history(app: Pynenc, invocation_id: str) -> list[S]:
+    record = app.orchestrator.get_record(invocation_id)
+    assert record is not None
+    return [entry.status for entry in record.history]
+
+
+def test_a_claim_ahead_is_pending_until_the_next_finish_starts_it(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    first, second, third = spec(), spec(), spec()
+    orchestrator.register([first, second, third])
+    [claimed] = orchestrator.claim("r1", 1, 30)
+    assert claimed.invocation_id == first.invocation_id
+
+    # finish nothing held: claim one to run now and one ahead
+    reply = orchestrator.finish_start_claim("r1", first.invocation_id, OK, None, 2, 1, 30)()
+    assert reply.done and not reply.started
+    assert [c.invocation_id for c in reply.claimed] == [second.invocation_id, third.invocation_id]
+    assert orchestrator.get_status(second.invocation_id) is S.RUNNING
+    assert orchestrator.get_status(third.invocation_id) is S.PENDING
+    assert orchestrator.executing_count() == 2  # PENDING counts as executing: it is taken
+
+    # finish second, start third (held ahead), nothing left to claim; the reply is read later
+    read = orchestrator.finish_start_claim("r1", second.invocation_id, OK, third.invocation_id, 1, 0, 30)
+    reply = read()  # (until read, another connection may or may not see it applied)
+    assert reply.done and reply.started and reply.claimed == []
+    assert statuses_in_history(rapp, third.invocation_id) == [S.REGISTERED, S.PENDING, S.RUNNING]
+    assert orchestrator.finish("r1", third.invocation_id, OK)
+    assert orchestrator.status_counts() == {S.SUCCESS: 3}
+
+
+def test_a_claim_ahead_given_back_is_not_started_by_a_late_finish(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    first, second, third = spec(), spec(), spec()
+    orchestrator.register([first, second, third])
+    orchestrator.claim("r1", 1, 30)
+    reply = orchestrator.finish_start_claim("r1", first.invocation_id, OK, None, 2, 1, 30)()
+    assert [c.invocation_id for c in reply.claimed] == [second.invocation_id, third.invocation_id]
+
+    orchestrator.release("r1", [third.invocation_id])  # given back: queued again, at the front
+    assert orchestrator.get_status(third.invocation_id) is S.REROUTED
+    [again] = orchestrator.claim("r2", 1, 30)
+    assert again.invocation_id == third.invocation_id
+
+    reply = orchestrator.finish_start_claim("r1", second.invocation_id, OK, third.invocation_id, 0, 0, 30)()
+    assert reply.done and not reply.started  # r1 gave it back: its late start changes nothing
+    record = orchestrator.get_record(third.invocation_id)
+    assert record is not None
+    assert record.status is S.RUNNING
+    assert [(h.status, h.runner_id) for h in record.history][-3:] == [
+        (S.REROUTED, "r1"),
+        (S.PENDING, "r2"),
+        (S.RUNNING, "r2"),
+    ]
+
+
+def test_an_expired_claim_ahead_is_requeued_without_counting_a_stall(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    first, second = spec(), spec()
+    orchestrator.register([first, second])
+    orchestrator.claim("r1", 1, 30)
+    # r1 claims `second` ahead with a lease that is already over, then dies
+    reply = orchestrator.finish_start_claim("r1", first.invocation_id, OK, None, 1, 0, -1)()
+    assert [c.invocation_id for c in reply.claimed] == [second.invocation_id]
+    assert orchestrator.recover_expired(max_stalls=0) == [second.invocation_id]
+    record = orchestrator.get_record(second.invocation_id)
+    assert record is not None
+    assert record.status is S.REROUTED  # not FAILED, although max_stalls is 0: it never ran
+    assert record.stalls == 0
+    assert [h.status for h in record.history][-2:] == [S.PENDING_RECOVERY, S.REROUTED]
+
+
+@pytest.mark.parametrize("backend", ["redis"])  # the backend that claims ahead
+def test_a_held_ahead_invocation_does_not_wait_behind_a_long_task(daemon: t.DaemonFactory, tmp_path: Path) -> None:
+    # One runner, short tasks, then a long one and a short one queued behind it. The short
+    # one may be claimed ahead when the long one starts; it must go back to the queue
+    # promptly (where another runner could take it), not stay PENDING for the long one.
+    supervisor = daemon("--processes", "1")
+    supervisor.ready()
+    shorts = list(t.add.parallelize([(i, i) for i in range(5)]))
+    marker = tmp_path / "long-started"
+    long = t.slow(str(marker), 3.0)
+    behind = t.add(100, 1)
+    t.wait_until(marker.exists, 30, "the long task to start")
+    t.wait_until(
+        lambda: rapp_status(behind.invocation_id) in (S.REGISTERED, S.REROUTED),
+        1.5,
+        "the invocation behind the long task to be queued, not held",
+    )
+    assert long.get_result(30) > 0
+    assert behind.get_result(30) == 101
+    assert [s.get_result(30) for s in shorts] == [2 * i for i in range(5)]
+
+
+def rapp_status(invocation_id: str) -> Any:
+    return t.app.orchestrator.get_status(invocation_id)
