@@ -111,6 +111,15 @@ class Pynenc:
                 self._check_families()
             return component
 
+    def preload(self) -> None:
+        """Import the modules of the configured components, connecting to nothing.
+
+        A supervisor calls it before forking runners, so that code is shared by all of them
+        instead of being imported again (and held privately) in each one.
+        """
+        for kind in ("serializer", "state_backend", "broker", "orchestrator", "runner"):
+            load_component(kind, getattr(self.conf, f"{kind}_cls"))
+
     def _check_families(self) -> None:
         families = {
             kind: getattr(self._components[kind], "family", "")

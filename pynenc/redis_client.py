@@ -98,11 +98,10 @@ class Script:
 def _lua_transitions() -> str:
     from pynenc.status import TRANSITIONS
 
-    rows = []
-    for src, dsts in TRANSITIONS.items():
-        inner = ", ".join(f"{dst.value}=true" for dst in dsts)
-        rows.append(f"{src.value}={{{inner}}}")
-    return "local TRANSITIONS = {" + ", ".join(rows) + "}\n"
+    # One constant string (" FROM>TO " per allowed move) rather than a table of tables:
+    # a script's constants cost nothing per call, a table literal is rebuilt on every call.
+    pairs = " ".join(f"{src.value}>{dst.value}" for src, dsts in TRANSITIONS.items() for dst in dsts)
+    return f"local TRANSITIONS = ' {pairs} '\n"
 
 
 @functools.cache

@@ -155,6 +155,7 @@ class Arbiter:
     def _setup(self) -> None:
         for name in sweep_stale():
             self.log.info("removed a leftover of a killed supervisor", name=name)
+        self.app.preload()  # imported once here, shared by every runner forked from us
         self._table = SlotTable.create(self._capacity())
         self.table.set_limit(self.processes if self.mode == "process" else self._capacity())
         self._lock_path = create_lock_file()

@@ -18,6 +18,7 @@ after reaping); between those two points only the runner child writes it.  Anyon
 
 from __future__ import annotations
 
+import _posixshmem
 import enum
 import os
 import secrets
@@ -130,17 +131,19 @@ def _decode(index: int, payload: bytes, *, lenient: bool = False) -> Slot:
     return Slot(index, pid, slot_state, *texts, started, beat, done, rss)
 
 
-def _attach_untracked(name: str) -> SharedMemory:
-    """Open an existing segment without registering it with the resource tracker.
+def _untracked(name: str, create: bool = False, size: int = 0) -> SharedMemory:
+    """Create or open a segment without the multiprocessing resource tracker.
 
-    Before Python 3.13 every SharedMemory, even one merely attached, registers with the
-    resource tracker, which unlinks it when this process exits (and warns about a "leak"):
-    an attaching process would destroy the owner's table.  Suppressing this single
-    registration, instead of unregistering afterwards, also keeps the owner's registration
-    when owner and attacher share a tracker (same process, or a forked child).
+    Before Python 3.13 every SharedMemory registers with the resource tracker: a separate
+    interpreter process (spawned on first use, several MiB of memory for each pool) that
+    unlinks the segment when the registering process exits and warns about a "leak". For an
+    attaching process that would destroy the owner's table. The owner unlinks its table
+    itself on close, and :func:`pynenc.supervisors.arbiter.sweep_stale` removes the tables
+    of supervisors that died without closing. Suppressing the registration, instead of unregistering afterwards,
+    never starts the tracker at all.
     """
     if sys.version_info >= (3, 13):
-        return SharedMemory(name=name, track=False)
+        return SharedMemory(name=name, create=create, size=size, track=False)  # type: ignore[call-arg,unused-ignore]
     original = resource_tracker.register
     target = name.lstrip("/")
 
@@ -148,10 +151,10 @@ def _attach_untracked(name: str) -> SharedMemory:
         if rtype != "shared_memory" or str(name).lstrip("/") != target:
             original(name, rtype)
 
-    with _tracker_lock:  # keeps concurrent attaches from restoring each other's patch
+    with _tracker_lock:  # keeps concurrent callers from restoring each other's patch
         resource_tracker.register = register
         try:
-            return SharedMemory(name=name)
+            return SharedMemory(name=name, create=create, size=size)
         finally:
             resource_tracker.register = original
 
@@ -171,7 +174,7 @@ class SlotTable:
         if not 1 <= n_slots <= 65536:
             raise ValueError(f"n_slots must be in 1..65536, got {n_slots}")
         shm_name = name or f"pynenc_slots_{os.getpid()}_{secrets.token_hex(4)}"
-        shm = SharedMemory(name=shm_name, create=True, size=_HEADER_SIZE + n_slots * RECORD_SIZE)
+        shm = _untracked(shm_name, create=True, size=_HEADER_SIZE + n_slots * RECORD_SIZE)
         table = cls(shm, n_slots, owner=True)
         for index in range(n_slots):  # a zero-filled record would fail its CRC check
             table._store(index, Slot(index))
@@ -182,7 +185,7 @@ class SlotTable:
 
     @classmethod
     def attach(cls, name: str) -> SlotTable:
-        shm = _attach_untracked(name)
+        shm = _untracked(name)
         try:
             if shm.buf is None or shm.size < _HEADER_SIZE:
                 raise ValueError(f"shared memory {name!r} is too small to be a slot table")
@@ -215,7 +218,11 @@ class SlotTable:
         self._closed = True
         self._shm.close()
         if self.is_owner:
-            self._shm.unlink()
+            # Not SharedMemory.unlink(): before Python 3.13 it starts the resource tracker.
+            try:
+                _posixshmem.shm_unlink("/" + self._shm.name.lstrip("/"))
+            except FileNotFoundError:
+                pass
 
     def __enter__(self) -> SlotTable:
         return self

@@ -1,5 +1,5 @@
 -- Shared prelude of every pynenc Redis script (prepended at load time, after
--- the TRANSITIONS table generated from pynenc.status and the table K that maps
+-- the TRANSITIONS string generated from pynenc.status and the table K that maps
 -- the names in a script's header to its KEYS). Conventions for every script:
 --   ARGV[1] the caller's clock (unused: times come from the server clock, so
 --           leases and histories do not depend on the clocks of the runners' hosts)
@@ -15,6 +15,11 @@ local OWNED = {PENDING=true, RUNNING=true, PAUSED=true, RESUMED=true}
 local PRIORITY_UNIT = 4294967296
 local ORDER_BASE = 2147483648
 local WAKE_CAP = 64
+
+-- Whether pynenc.status allows the move (TRANSITIONS lists ' FROM>TO ' pairs).
+local function allowed(from, to)
+  return string.find(TRANSITIONS, ' ' .. from .. '>' .. to .. ' ', 1, true) ~= nil
+end
 
 -- Decode stored JSON; a corrupted value reads as empty so one bad entry cannot wedge a script.
 local function decode(raw)
@@ -61,11 +66,12 @@ end
 -- Validated status changes (one or several in a row) with their history entries, in one
 -- read and one write of each hash; final statuses are timestamped and published. The runner
 -- is recorded on every entry, or only on the first when first_only (recovery acts for it once).
-local function moves(id, news, runner, first_only)
-  local current = redis.call('HGET', K.status, id)
+local function moves(id, news, runner, first_only, known)
+  -- known: the status the caller has just read in this script (saves reading it again)
+  local current = known or redis.call('HGET', K.status, id)
   local encoded = {}
   for i, new in ipairs(news) do
-    if current and not (TRANSITIONS[current] and TRANSITIONS[current][new]) then
+    if current and not allowed(current, new) then
       error({err = 'PYNENC -3 ' .. id .. ' ' .. current .. ' ' .. new})
     end
     local entry = {s = new, t = NOW}
@@ -87,14 +93,16 @@ local function moves(id, news, runner, first_only)
   end
 end
 
-local function move(id, new, runner)
-  moves(id, {new}, runner)
+local function move(id, new, runner, known)
+  moves(id, {new}, runner, false, known)
 end
 
+-- The invocation's status when the runner owns it in one of statuses, else false.
 local function owned_by(runner, id, statuses)
   local status = redis.call('HGET', K.status, id)
   if not status or not statuses[status] then return false end
-  return redis.call('HGET', K.owner, id) == runner
+  if redis.call('HGET', K.owner, id) ~= runner then return false end
+  return status
 end
 
 -- Queue order: higher priority first, FIFO within (front: ahead of that FIFO, newest first).
@@ -136,7 +144,9 @@ local function release_key(id)
 end
 
 local function drop_waits(id)
-  for _, awaited in ipairs(get_list(K.waiting_for, id)) do
+  local raw = redis.call('HGET', K.waiting_for, id)
+  if not raw then return end  -- the usual case: it waited on nothing
+  for _, awaited in ipairs(decode(raw)) do
     local waiters = get_list(K.waited_by, awaited)
     for i = #waiters, 1, -1 do
       if waiters[i] == id then table.remove(waiters, i) end
@@ -149,7 +159,8 @@ end
 -- The owner's report of how a run ended (SUCCESS, FAILED or RETRY; the caller validated
 -- the kind): 1 done; 0 when the runner does not own the invocation (nothing changed).
 local function finish_run(runner, id, kind, payload)
-  if not owned_by(runner, id, {RUNNING=true, RESUMED=true}) then return 0 end
+  local status = owned_by(runner, id, {RUNNING=true, RESUMED=true})
+  if not status then return 0 end
   redis.call('ZREM', K.leases, id)
   redis.call('HDEL', K.owner, id)
   drop_waits(id)
@@ -161,10 +172,10 @@ local function finish_run(runner, id, kind, payload)
   release_key(id)
   if kind == 'RETRY' then
     redis.call('HINCRBY', K.retries, id, 1)
-    move(id, 'RETRY', runner)
+    move(id, 'RETRY', runner, status)
     enqueue(id, false)
   else
-    move(id, kind, runner)
+    move(id, kind, runner, status)
   end
   return 1
 end
@@ -184,25 +195,25 @@ local function claim_runs(runner, max_count, expires, out, n_running)
     local id = popped[1]
     local status = redis.call('HGET', K.status, id)
     -- Only statuses that may start (a stray entry of any other status is dropped, untouched).
-    if status and TRANSITIONS[status] and TRANSITIONS[status].PENDING then
+    if status and allowed(status, 'PENDING') then
       local c = ctl(id)
       unindex(id)
       local holder = c.nk and redis.call('HGET', K.running_keys, c.nk)
       if holder and holder ~= id then
         if c.rr then
-          moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED'}, runner)
+          moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED'}, runner, false, status)
           local parked = get_list(K.parked, c.nk)
           parked[#parked + 1] = id
           set_list(K.parked, c.nk, parked)
         else
-          moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED_FINAL'}, runner)
+          moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED_FINAL'}, runner, false, status)
         end
       else
         if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
         if n_running == nil or claimed < n_running then
-          moves(id, {'PENDING', 'RUNNING'}, runner)
+          moves(id, {'PENDING', 'RUNNING'}, runner, false, status)
         else
-          move(id, 'PENDING', runner)
+          move(id, 'PENDING', runner, status)
         end
         redis.call('HSET', K.owner, id, runner)
         redis.call('ZADD', K.leases, expires, id)
@@ -219,7 +230,8 @@ end
 -- The owner starts an invocation it claimed ahead (PENDING -> RUNNING): 1, or 0 when it no
 -- longer owns it as PENDING (given back, killed, recovered): nothing changed then.
 local function start_pending(runner, id)
-  if not owned_by(runner, id, {PENDING=true}) then return 0 end
-  move(id, 'RUNNING', runner)
+  local status = owned_by(runner, id, {PENDING=true})
+  if not status then return 0 end
+  move(id, 'RUNNING', runner, status)
   return 1
 end

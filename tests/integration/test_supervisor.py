@@ -32,6 +32,17 @@ def test_2000_invocations_with_two_processes_then_clean_exit_on_term(daemon: Dae
     assert {e["runner_pid"] for e in done} <= {e["runner_pid"] for e in sup.events_named("runner started")}
 
 
+def test_the_supervisors_only_children_are_its_runners(daemon: DaemonFactory) -> None:
+    # No multiprocessing resource tracker or other helper: each would be a whole interpreter
+    # of memory per pool (the slot table is shared memory that the supervisor cleans up itself).
+    sup = daemon("--processes", "2").ready()
+    t.wait_until(lambda: len(sup.runner_pids()) == 2, 30, "two runners")
+    started = {e["runner_pid"] for e in sup.events_named("runner started")}
+    assert sup.runner_pids() <= started
+    assert t.add(1, 2).get_result(60) == 3
+    assert sup.runner_pids() <= started
+
+
 def test_fan_out_completes_with_two_processes_never_more_than_two_running(daemon: DaemonFactory) -> None:
     sup = daemon("--processes", "2", "--max-paused", "4").ready()
     parents = list(t.parent.parallelize([(i,) for i in range(100)]))

@@ -169,12 +169,12 @@ class Daemon:
         return self
 
     def runner_pids(self) -> set[int]:
-        """Live runner processes (children other than multiprocessing's resource tracker)."""
+        """Live runner processes (every live child: the supervisor starts no helper processes)."""
         pids = set()
         try:
             for child in psutil.Process(self.pid).children():
                 try:
-                    if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                    if child.status() != psutil.STATUS_ZOMBIE:
                         pids.add(child.pid)
                 except psutil.NoSuchProcess:
                     pass
