@@ -117,7 +117,10 @@ class ConfigPynenc(ConfigBase):
         "logging",
     )
     max_pending_seconds = Setting(
-        parse_float, 5.0, "Seconds a claimed invocation may stay PENDING before it is recovered."
+        parse_float,
+        5.0,
+        "Lease of an invocation a runner claimed ahead (PENDING, not started): if the runner dies "
+        "or hangs before starting it, it is requeued this soon, without counting a stall.",
     )
     lease_seconds = Setting(
         parse_float, 30.0, "Lease of a claimed invocation; renewed by its runner, recovered when it expires."

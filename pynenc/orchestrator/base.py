@@ -46,8 +46,9 @@ finish_start_claim(runner_id, invocation_id, outcome, start_id, max_count, n_run
     Only where ``claims_ahead`` is True. As ``finish_and_claim``, and in the same transition:
     start ``start_id`` (an invocation this runner claimed ahead: PENDING -> RUNNING, only if
     the runner still owns it as PENDING); of the claimed ones the first ``n_running`` go
-    RUNNING and the rest stay PENDING, owned and leased: claimed ahead, to be started by a
-    later call (or given back with ``release``). Sends the call and returns at once; the
+    RUNNING and the rest stay PENDING, owned, leased for at most ``max_pending_seconds``:
+    claimed ahead, to be started by a later call (or given back with ``release``; recovered
+    without a stall counted when the lease expires). Sends the call and returns at once; the
     returned function reads its :class:`FinishReply` (so a runner can execute the started
     invocation while the reply travels). The runner must read the reply before any other
     transition of the started invocation.

@@ -10,6 +10,7 @@
 -- ARGV[7] max count to claim  ARGV[8] lease seconds
 -- ARGV[9] id of an invocation this runner claimed ahead (PENDING) to start now, or ''
 -- ARGV[10] how many of the claimed go RUNNING at once (the others stay PENDING, claimed ahead)
+-- ARGV[11] lease seconds of those claimed ahead (max_pending_seconds)
 -- Returns: flat list {finish code (1 done, 0 not owned: nothing finished), start code (1 started,
 -- 0 not owned as PENDING, or no id given), lease expiry, then a triple id, spec JSON,
 -- num_retries per invocation claimed}. The start and the claim happen either way.
@@ -23,5 +24,6 @@ local started = 0
 if ARGV[9] ~= '' then started = start_pending(runner, ARGV[9]) end
 local expires = string.format('%.6f', NOWN + tonumber(ARGV[8]))
 local out = {done, started, expires}
-claim_runs(runner, tonumber(ARGV[7]), expires, out, tonumber(ARGV[10]))
+local pending_expires = string.format('%.6f', NOWN + tonumber(ARGV[11]))
+claim_runs(runner, tonumber(ARGV[7]), expires, out, tonumber(ARGV[10]), pending_expires)
 return out

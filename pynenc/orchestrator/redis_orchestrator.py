@@ -147,7 +147,8 @@ class RedisOrchestrator(BaseOrchestrator):
         n_running: int,
         lease_seconds: float,
     ) -> Callable[[], FinishReply]:
-        args = (outcome.kind.value, outcome.payload, max_count, lease_seconds, start_id or "", n_running)
+        pending_lease = min(lease_seconds, self.app.conf.max_pending_seconds)
+        args = (outcome.kind.value, outcome.payload, max_count, lease_seconds, start_id or "", n_running, pending_lease)
         read = self.state.send("finish_claim", runner_id, invocation_id, *args)
 
         def reply() -> FinishReply:

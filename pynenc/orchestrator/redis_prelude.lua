@@ -182,12 +182,13 @@ end
 
 -- Pop up to max_count runnable invocations for a runner; appends a triple id, spec JSON,
 -- num_retries to out per invocation claimed. The first n_running (all when nil) go RUNNING;
--- the others stay PENDING: claimed ahead, started later by the runner (start_pending). Popped ones whose running key is held
+-- the others stay PENDING: claimed ahead, started later by the runner (start_pending), with
+-- their lease until pending_expires (when given) rather than expires. Popped ones whose running key is held
 -- elsewhere go PENDING -> CONCURRENCY_CONTROLLED (parked on the key) or
 -- PENDING -> CONCURRENCY_CONTROLLED_FINAL and are not returned. When the queue is left
 -- empty the wake markers are dropped, so idle runners block in BLPOP instead of waking
 -- for work that is already taken.
-local function claim_runs(runner, max_count, expires, out, n_running)
+local function claim_runs(runner, max_count, expires, out, n_running, pending_expires)
   local claimed = 0
   while claimed < max_count do
     local popped = redis.call('ZPOPMIN', K.queue)
@@ -210,13 +211,15 @@ local function claim_runs(runner, max_count, expires, out, n_running)
         end
       else
         if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
+        local lease = expires
         if n_running == nil or claimed < n_running then
           moves(id, {'PENDING', 'RUNNING'}, runner, false, status)
         else
           move(id, 'PENDING', runner, status)
+          lease = pending_expires or expires
         end
         redis.call('HSET', K.owner, id, runner)
-        redis.call('ZADD', K.leases, expires, id)
+        redis.call('ZADD', K.leases, lease, id)
         out[#out + 1] = id
         out[#out + 1] = redis.call('HGET', K.spec, id) or '{}'
         out[#out + 1] = redis.call('HGET', K.retries, id) or '0'

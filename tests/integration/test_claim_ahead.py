@@ -126,3 +126,20 @@ def test_a_held_ahead_invocation_does_not_wait_behind_a_long_task(daemon: t.Daem
 
 def rapp_status(invocation_id: str) -> Any:
     return t.app.orchestrator.get_status(invocation_id)
+
+
+def test_a_claim_ahead_is_leased_for_max_pending_seconds(rapp: Pynenc) -> None:
+    # A runner that dies holding an invocation it never started gives it up this soon.
+    rapp.conf.max_pending_seconds = 0.3
+    orchestrator = orchestrator_of(rapp)
+    first, second, third = spec(), spec(), spec()
+    orchestrator.register([first, second, third])
+    orchestrator.claim("r1", 1, 30)
+    reply = orchestrator.finish_start_claim("r1", first.invocation_id, OK, None, 2, 1, 30)()
+    assert [c.invocation_id for c in reply.claimed] == [second.invocation_id, third.invocation_id]
+    recovered: list[str] = []
+    expired = lambda: recovered.extend(orchestrator.recover_expired(3)) or recovered  # noqa: E731
+    t.wait_until(expired, 10, "the PENDING lease to expire")
+    assert recovered == [third.invocation_id]  # the RUNNING one keeps its 30 s lease
+    assert orchestrator.get_status(second.invocation_id) is S.RUNNING
+    assert orchestrator.get_status(third.invocation_id) is S.REROUTED
