@@ -101,7 +101,7 @@ class SQLiteStore:
         return cls(db_path_of(app), app.conf.app_id)
 
     # ----- connections (call with the gate held) -------------------------------------------
-    def _holder(self) -> _Conn:
+    def _forget_parent(self) -> None:
         pid = os.getpid()
         if pid != self._pid:  # forked: nothing of the parent's may be used here
             self._pid = pid
@@ -109,6 +109,10 @@ class SQLiteStore:
             self._all = weakref.WeakSet()
             self._schema_lock = threading.Lock()
             self.signal = sync.signal_for(self.path)
+
+    def _holder(self) -> _Conn:
+        self._forget_parent()
+        pid = self._pid
         holder: _Conn | None = getattr(self._local, "holder", None)
         if holder is None or holder.conn is None:
             holder = _Conn(self._open(), pid)
@@ -265,6 +269,7 @@ class SQLiteStore:
         deadline = time.monotonic() + timeout
         delay = MIN_SLEEP
         sync.doorbell_for(self.path).listen()
+        self._forget_parent()  # in a forked child, sleep on this process's Signal, not the parent's
         signal = self.signal
         first = True
         while True:

@@ -23,6 +23,15 @@ _EXECUTING = tuple(s.value for s in EXECUTING)
 _watcher_lock = threading.Lock()
 
 
+def _new_watcher_lock() -> None:
+    # A thread of the parent may have held it at the fork: the child must not inherit that.
+    global _watcher_lock
+    _watcher_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_watcher_lock)
+
+
 def marks(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
 

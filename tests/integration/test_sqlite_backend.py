@@ -413,3 +413,28 @@ def _points_to(fd: str, path: Path) -> bool:
         return os.readlink(f"/proc/self/fd/{fd}") == str(path.resolve())
     except OSError:
         return False
+
+
+def _wait_briefly(path: Path) -> None:
+    app = sqlite_app(path, "forked")
+    app.orchestrator.wait_final(["nothing-final"], 0.05)
+    os._exit(0)
+
+
+def test_a_child_forked_while_a_thread_sets_up_waiting_can_wait(path: Path) -> None:
+    # A forked runner inherits the parent's locks in whatever state other threads left
+    # them; waiting for results in the child must not depend on them.
+    from pynenc.orchestrator import sqlite_reads
+
+    app = sqlite_app(path, "forked")
+    app.orchestrator.register([spec("nothing-final")])
+    assert app.orchestrator.wait_final(["nothing-final"], 0.01) == set()
+    with sqlite_reads._watcher_lock:  # as if another thread were creating its watcher
+        child = multiprocessing.get_context("fork").Process(target=_wait_briefly, args=(path,))
+        child.start()
+        child.join(20)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
+    app.close()
