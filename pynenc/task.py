@@ -18,7 +18,7 @@ from pynenc.context import current_execution
 from pynenc.exceptions import DifferentNonKeyArgumentsError, SerializationError
 from pynenc.invocation import Invocation, InvocationGroup, SyncInvocation
 from pynenc.log import TaskLogger
-from pynenc.models import CallSpec
+from pynenc.models import CallSpec, RegisterOutcome
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -97,6 +97,8 @@ class Task(Generic[P, R]):
         invocations: list[Invocation[R]] = []
         batch: list[tuple[CallSpec, dict[str, Any]]] = []
         batch_size = max(1, self.conf.parallel_batch_size)
+        # One batch is being registered while the next is prepared; collected in order.
+        in_flight: Callable[[], list[Invocation[R]]] | None = None
         for item in param_iter:
             if isinstance(item, dict):
                 arguments = self.bind((), {**common, **item})
@@ -109,14 +111,26 @@ class Task(Generic[P, R]):
                 continue
             batch.append((self.make_call(arguments), arguments))
             if len(batch) >= batch_size:
-                invocations.extend(self.register(batch))
+                if in_flight is not None:
+                    invocations.extend(in_flight())
+                in_flight = self.register_later(batch)
                 batch = []
+        if in_flight is not None:
+            invocations.extend(in_flight())
         if batch:
             invocations.extend(self.register(batch))
         return InvocationGroup(self.app, self, invocations)
 
     def register(self, calls: list[tuple[CallSpec, dict[str, Any]]]) -> list[Invocation[R]]:
-        outcomes = self.app.orchestrator.register([spec for spec, _ in calls])
+        return self.register_later(calls)()
+
+    def register_later(self, calls: list[tuple[CallSpec, dict[str, Any]]]) -> Callable[[], list[Invocation[R]]]:
+        read = self.app.orchestrator.register_later([spec for spec, _ in calls])
+        return lambda: self._invocations(read(), calls)
+
+    def _invocations(
+        self, outcomes: list[RegisterOutcome], calls: list[tuple[CallSpec, dict[str, Any]]]
+    ) -> list[Invocation[R]]:
         invocations: list[Invocation[R]] = []
         for outcome, (_, arguments) in zip(outcomes, calls, strict=True):
             if outcome.error:

@@ -120,6 +120,13 @@ class BaseOrchestrator(ABC):
     @abstractmethod
     def claim(self, runner_id: str, max_count: int, lease_seconds: float) -> list[ClaimedInvocation]: ...
 
+    def register_later(self, calls: Sequence[CallSpec]) -> Callable[[], list[RegisterOutcome]]:
+        """:meth:`register`, with its outcomes read by the function returned: a caller can
+        prepare its next batch while this one is applied (call it before registering more, so
+        batches are applied in order). The default registers at once."""
+        outcomes = self.register(calls)
+        return lambda: outcomes
+
     @abstractmethod
     def finish(self, runner_id: str, invocation_id: str, outcome: Outcome) -> bool: ...
 

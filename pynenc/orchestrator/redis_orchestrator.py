@@ -67,41 +67,55 @@ class RedisOrchestrator(BaseOrchestrator):
     # ----- transitions ---------------------------------------------------------------------
     def register(self, calls: Sequence[CallSpec]) -> list[RegisterOutcome]:
         outcomes: list[RegisterOutcome] = []
-        now = time.time()
         for start in range(0, len(calls), REGISTER_BATCH):
             batch = calls[start : start + REGISTER_BATCH]
-            args: list[Any] = [len(batch)]
-            for call in batch:
-                spec = {
-                    "task_id": call.task_id,
-                    "arguments": call.arguments,
-                    "call_key": call.call_key,
-                    "parent": call.parent_invocation_id,
-                    "created_at": now,
-                }
-                # cjson reads JSON null as a truthy value: leave absent what is None.
-                keys = {"ck": call.call_key, "rk": call.registration_key, "nk": call.running_key}
-                ctl: dict[str, str | bool] = {name: value for name, value in keys.items() if value is not None}
-                ctl["rr"] = call.reroute_on_concurrency_control
-                if call.parent_invocation_id is not None:
-                    ctl["p"] = call.parent_invocation_id
-                args += [
-                    call.invocation_id,
-                    orjson.dumps(spec),
-                    orjson.dumps(ctl),
-                    "1" if call.on_diff_non_key_args_raise else "0",
-                ]
-            flat = self._run("register", *args)
-            for i, call in enumerate(batch):
-                invocation_id, code = str(flat[2 * i]), int(flat[2 * i + 1])
-                if code == -1:
-                    error = (
-                        f"invocation {invocation_id} of {call.task_id} has the same key arguments but "
-                        "different other arguments"
-                    )
-                    outcomes.append(RegisterOutcome(invocation_id, False, error))
-                else:
-                    outcomes.append(RegisterOutcome(invocation_id, code == 1))
+            outcomes += self._register_outcomes(batch, self._run("register", *self._register_args(batch)))
+        return outcomes
+
+    def register_later(self, calls: Sequence[CallSpec]) -> Callable[[], list[RegisterOutcome]]:
+        if len(calls) > REGISTER_BATCH:
+            return super().register_later(calls)
+        read = self.state.send("register", *self._register_args(calls))
+        return lambda: self._register_outcomes(calls, read())
+
+    def _register_args(self, batch: Sequence[CallSpec]) -> list[Any]:
+        now = time.time()
+        args: list[Any] = [len(batch)]
+        for call in batch:
+            spec = {
+                "task_id": call.task_id,
+                "arguments": call.arguments,
+                "call_key": call.call_key,
+                "parent": call.parent_invocation_id,
+                "created_at": now,
+            }
+            # cjson reads JSON null as a truthy value: leave absent what is None.
+            keys = {"ck": call.call_key, "rk": call.registration_key, "nk": call.running_key}
+            ctl: dict[str, str | bool] = {name: value for name, value in keys.items() if value is not None}
+            ctl["rr"] = call.reroute_on_concurrency_control
+            if call.parent_invocation_id is not None:
+                ctl["p"] = call.parent_invocation_id
+            args += [
+                call.invocation_id,
+                orjson.dumps(spec),
+                orjson.dumps(ctl),
+                "1" if call.on_diff_non_key_args_raise else "0",
+            ]
+        return args
+
+    @staticmethod
+    def _register_outcomes(batch: Sequence[CallSpec], flat: list[Any]) -> list[RegisterOutcome]:
+        outcomes: list[RegisterOutcome] = []
+        for i, call in enumerate(batch):
+            invocation_id, code = str(flat[2 * i]), int(flat[2 * i + 1])
+            if code == -1:
+                error = (
+                    f"invocation {invocation_id} of {call.task_id} has the same key arguments but "
+                    "different other arguments"
+                )
+                outcomes.append(RegisterOutcome(invocation_id, False, error))
+            else:
+                outcomes.append(RegisterOutcome(invocation_id, code == 1))
         return outcomes
 
     def claim(self, runner_id: str, max_count: int, lease_seconds: float) -> list[ClaimedInvocation]:

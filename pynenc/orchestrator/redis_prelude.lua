@@ -106,8 +106,10 @@ local function owned_by(runner, id, statuses)
 end
 
 -- Queue order: higher priority first, FIFO within (front: ahead of that FIFO, newest first).
-local function enqueue(id, front)
-  local priority = tonumber(redis.call('HGET', K.priority, id) or '0')
+-- known_priority: the caller knows it (a new invocation: 0); no_wake: the caller pushes one
+-- wake marker itself for a whole batch (wake_runners).
+local function enqueue(id, front, known_priority, no_wake)
+  local priority = known_priority or tonumber(redis.call('HGET', K.priority, id) or '0')
   local order
   if front then
     order = ORDER_BASE - redis.call('INCR', K.fseq)
@@ -117,8 +119,21 @@ local function enqueue(id, front)
   redis.call('ZADD', K.queue, string.format('%.0f', -priority * PRIORITY_UNIT + order), id)
   local c = ctl(id)
   if c.rk then redis.call('HSETNX', K.reg_index, c.rk, id) end
+  if not no_wake then
+    redis.call('LPUSH', K.wake, '1')
+    redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
+  end
+end
+
+local function wake_runners()
   redis.call('LPUSH', K.wake, '1')
   redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
+end
+
+-- A new invocation's first status and history entry (nothing stored before: nothing to read).
+local function record_new(id, status)
+  redis.call('HSET', K.status, id, status)
+  redis.call('HSET', K.history, id, '[' .. cjson.encode({s = status, t = NOW}) .. ']')
 end
 
 local function unindex(id)

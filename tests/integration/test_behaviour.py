@@ -137,6 +137,19 @@ def test_parallelize_accepts_tuples_dicts_and_common_args(app: Pynenc, runner: A
     assert sorted(many.results) == [2 * i for i in range(250)]
 
 
+def test_parallelize_queues_in_call_order_across_batches(app: Pynenc) -> None:
+    # Batches are registered one while the next is prepared: the queue must still be FIFO.
+    previous = t.add.conf.parallel_batch_size
+    t.add.conf.parallel_batch_size = 40
+    try:
+        group = t.add.parallelize([(i, 0) for i in range(130)])
+    finally:
+        t.add.conf.parallel_batch_size = previous
+    ids = [invocation.invocation_id for invocation in group]
+    claimed = [c.invocation_id for c in app.orchestrator.claim("r1", 200, 30)]
+    assert claimed == ids
+
+
 def test_parallelize_inside_a_task(app: Pynenc, runner: Any) -> None:
     assert t.parent_group(6).get_result(timeout=30) == [0, 10, 20, 30, 40, 50]
 

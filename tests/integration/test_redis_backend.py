@@ -393,7 +393,14 @@ def test_python_passes_each_script_the_keys_its_header_declares(rapp: Pynenc, st
         calls.append((name, [k.decode() if isinstance(k, bytes) else k for k in keys]))
         return real_run(name, keys, args)
 
+    real_send = state.conn.send
+
+    def recording_send(name: str, keys: list[str | bytes], args: list[Any]) -> Any:
+        calls.append((name, [k.decode() if isinstance(k, bytes) else k for k in keys]))
+        return real_send(name, keys, args)
+
     state.conn.run = recording_run  # type: ignore[method-assign]
+    state.conn.send = recording_send  # type: ignore[method-assign]
     try:
         orchestrator = orchestrator_of(rapp)
         start_runner()
@@ -406,6 +413,7 @@ def test_python_passes_each_script_the_keys_its_header_declares(rapp: Pynenc, st
         rapp.state_backend.publish_info("runner", "r", {}, 5)
     finally:
         del state.conn.run
+        del state.conn.send
     keys = RedisKeys(rapp.app_id)
     scripts = load_scripts()
     assert {"register", "claim", "finish", "kill", "retry", "recover", "info", "read"} <= {name for name, _ in calls}
