@@ -25,6 +25,7 @@ from pynenc.status import InvocationStatus
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
+    from pynenc.models import InvocationRecord
     from pynenc.task import Task
 
 R = TypeVar("R")
@@ -33,7 +34,11 @@ S = InvocationStatus
 
 def final_value(app: Pynenc, invocation_id: str) -> Any:
     """The value of a final invocation, or raise what it ended with."""
-    record = app.orchestrator.get_record(invocation_id)
+    return value_of(app, invocation_id, app.orchestrator.get_record(invocation_id))
+
+
+def value_of(app: Pynenc, invocation_id: str, record: InvocationRecord | None) -> Any:
+    """The value of a final invocation's record, or raise what it ended with."""
     if record is None:
         raise InvocationNotFoundError(f"invocation {invocation_id} not found (purged, expired or never created)")
     if record.status is S.SUCCESS:
@@ -159,9 +164,17 @@ class InvocationGroup(Generic[R]):
             return
         execution = current_execution.get()
         if execution is not None and execution.app is self.app:
-            # Inside a task: pause once for the whole group, then yield in finishing order.
-            wait_until_final(self.app, list(by_id), timeout)
-            yield from (final_value(self.app, i) for i in self._finish_order(list(by_id)))
+            # Inside a task: pause once for the whole group, then yield in finishing order
+            # (the records read together: one round trip, not two per invocation).
+            ids = list(by_id)
+            wait_until_final(self.app, ids, timeout)
+            records = dict(zip(ids, self.app.orchestrator.get_records(ids), strict=True))
+
+            def finished_at(invocation_id: str) -> float:
+                record = records[invocation_id]
+                return record.history[-1].timestamp if record and record.history else 0.0
+
+            yield from (value_of(self.app, i, records[i]) for i in sorted(ids, key=finished_at))
             return
         remaining = list(by_id)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -175,13 +188,6 @@ class InvocationGroup(Generic[R]):
                     yield final_value(self.app, invocation_id)
             remaining = [i for i in remaining if i not in done]
             self.app.warn_if_no_runner()
-
-    def _finish_order(self, ids: list[str]) -> list[str]:
-        def finished_at(invocation_id: str) -> float:
-            record = self.app.orchestrator.get_record(invocation_id)
-            return record.history[-1].timestamp if record and record.history else 0.0
-
-        return sorted(ids, key=finished_at)
 
     async def async_results(self) -> AsyncIterator[R]:
         iterator = self._iter_results(None)

@@ -17,7 +17,8 @@ What keeps it honest:
   round trip matters) is anything claimed ahead;
 - what is held ahead is given back to the queue (front of its priority, no stall counted)
   when the running invocation takes longer than :data:`HOLD_SECONDS`, when it pauses to
-  wait on others, and when the runner stops, retires or recycles;
+  wait on others, and when the runner stops, retires or recycles; then nothing is claimed
+  ahead for :data:`COOLDOWN_SECONDS`;
 - the reply in flight is read before any other transition of the started invocation
   (``settle``), and before anything held is given back.
 
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 AHEAD_AFTER_SECONDS = 0.02
 #: give back what is held ahead when the running invocation has run this long
 HOLD_SECONDS = 0.05
+#: after giving something back, claim nothing ahead for this long (tasks that pause or run
+#: long would otherwise make every held invocation a wasted claim and release)
+COOLDOWN_SECONDS = 0.2
 
 
 class ClaimAhead:
@@ -55,6 +59,8 @@ class ClaimAhead:
         self.reply_for: str | None = None
         #: monotonic start of the invocation running now (None between invocations)
         self.running_since: float | None = None
+        #: no claiming ahead before this monotonic time (set when something was given back)
+        self.cooldown_until = 0.0
         #: the watchdog sleeps until told (nothing was held): only then is it notified
         self._watchdog_idle = False
         self._watchdog = threading.Thread(target=self._watch, name="pynenc-claim-ahead", daemon=True)
@@ -70,7 +76,8 @@ class ClaimAhead:
         orchestrator = runner.app.orchestrator
         lease = runner.app.conf.lease_seconds
         runner._mark_finishing(claimed.invocation_id)
-        ahead = 1 if seconds <= AHEAD_AFTER_SECONDS and orchestrator.claims_ahead else 0
+        short = seconds <= AHEAD_AFTER_SECONDS and time.monotonic() >= self.cooldown_until
+        ahead = 1 if short and orchestrator.claims_ahead else 0
         with self.cond:
             self.settle_locked()
             if claim_next <= 0:
@@ -146,6 +153,7 @@ class ClaimAhead:
             return
         ids = [item.invocation_id for item in self.held]
         self.held = []
+        self.cooldown_until = time.monotonic() + COOLDOWN_SECONDS
         try:
             self.runner.app.orchestrator.release(self.runner.runner_id, ids)
         except Exception as exc:  # still PENDING: recovered when the lease expires, no stall counted

@@ -13,7 +13,8 @@ shared with the parent.
 
 Paused invocations that want to resume go first: their slot shows RESUMING and no new
 claim is granted while any slot does.  Waiting is a short poll with backoff (1 ms up to
-50 ms); only runners with nothing to run wait here.
+5 ms: a paused invocation's hand-over is on the path of every fan-in); only runners with
+nothing to run wait here, and only while every permit is taken.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from pynenc.supervisors.slot_table import Slot, SlotState, SlotTable
 
-_MIN_BACKOFF, _MAX_BACKOFF = 0.001, 0.05
+_MIN_BACKOFF, _MAX_BACKOFF = 0.001, 0.005
 
 
 LOCK_PREFIX = "pynenc-permits-"

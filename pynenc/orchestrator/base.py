@@ -184,6 +184,10 @@ class BaseOrchestrator(ABC):
     @abstractmethod
     def get_record(self, invocation_id: str) -> InvocationRecord | None: ...
 
+    def get_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
+        """The records of several invocations, in order (one round trip where the backend can)."""
+        return [self.get_record(invocation_id) for invocation_id in invocation_ids]
+
     @abstractmethod
     def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
         """Block until at least one of the ids is final or ``timeout`` passes; return the final ones."""

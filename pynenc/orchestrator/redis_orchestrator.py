@@ -36,7 +36,7 @@ from pynenc.models import (
 from pynenc.orchestrator.base import BaseOrchestrator
 from pynenc.serializer.base import render_arguments
 from pynenc.serializer.errors import encode_exception
-from pynenc.state_backend.redis_state_backend import RedisStateBackend
+from pynenc.state_backend.redis_state_backend import READ_BATCH, RedisStateBackend
 from pynenc.status import EXECUTING, FINAL, InvocationStatus
 
 log = logging.getLogger("pynenc.redis")
@@ -271,6 +271,12 @@ class RedisOrchestrator(BaseOrchestrator):
 
     def get_record(self, invocation_id: str) -> InvocationRecord | None:
         return self.state.get_record(invocation_id)
+
+    def get_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
+        records: list[InvocationRecord | None] = []
+        for start in range(0, len(invocation_ids), READ_BATCH):
+            records += self.state.read_records(invocation_ids[start : start + READ_BATCH])
+        return records
 
     def _final_among(self, invocation_ids: list[str]) -> tuple[set[str], set[str]]:
         """(final ids, ids that do not exist)."""

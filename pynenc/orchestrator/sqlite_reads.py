@@ -56,6 +56,10 @@ class SQLiteReads:
         with self.store.snapshot() as conn:
             return db.load_record(conn, self.app_id, invocation_id)
 
+    def get_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
+        with self.store.snapshot() as conn:  # one consistent read
+            return [db.load_record(conn, self.app_id, invocation_id) for invocation_id in invocation_ids]
+
     def _final_among(self, invocation_ids: Sequence[str]) -> tuple[set[str], bool]:
         """(the final ones, whether any is unknown)."""
         statuses: dict[str, str] = {}
