@@ -20,6 +20,7 @@ from pynenc.task import DirectTask, Task
 
 if TYPE_CHECKING:
     from pynenc.broker.base import BaseBroker
+    from pynenc.models import InvocationRecord
     from pynenc.orchestrator.base import BaseOrchestrator
     from pynenc.runners.base import BaseRunner
     from pynenc.serializer.base import BaseSerializer
@@ -310,6 +311,20 @@ class Pynenc:
             remaining = [i for i in remaining if i not in done]
             if remaining:
                 self.warn_if_no_runner()
+
+    def wait_record_outside_task(self, invocation_id: str, timeout: float | None) -> InvocationRecord:
+        """The record of one invocation once final, from code that is not a task."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 1.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise ResultTimeoutError(f"invocations {[invocation_id]} not final after {timeout} s")
+            record = self.orchestrator.wait_final_record(invocation_id, min(left, 1.0))
+            if record is not None and record.status.is_final:
+                return record
+            if record is None and self.orchestrator.get_status(invocation_id) is None:
+                raise InvocationNotFoundError(f"invocation {invocation_id} not found")
+            self.warn_if_no_runner()
 
     def warn_if_no_runner(self) -> None:
         """On the memory backend nothing outside this process can run our invocations: say so once."""

@@ -96,9 +96,13 @@ class Invocation(Generic[R]):
 
     def get_result(self, timeout: float | None = None) -> R:
         """Like ``.result``, but raise :class:`ResultTimeoutError` after ``timeout`` seconds."""
-        wait_until_final(self.app, [self.invocation_id], timeout)
-        value: R = final_value(self.app, self.invocation_id)
-        return value
+        execution = current_execution.get()
+        if execution is not None and execution.app is self.app:
+            wait_until_final(self.app, [self.invocation_id], timeout)  # pauses the calling task
+            value: R = final_value(self.app, self.invocation_id)
+            return value
+        record = self.app.wait_record_outside_task(self.invocation_id, timeout)
+        return value_of(self.app, self.invocation_id, record)  # type: ignore[no-any-return]
 
     async def async_result(self) -> R:
         return await asyncio.to_thread(self.get_result)

@@ -188,6 +188,13 @@ class BaseOrchestrator(ABC):
         """The records of several invocations, in order (one round trip where the backend can)."""
         return [self.get_record(invocation_id) for invocation_id in invocation_ids]
 
+    def wait_final_record(self, invocation_id: str, timeout: float) -> InvocationRecord | None:
+        """Block until the invocation is final and return its record; None after ``timeout``
+        or when no such invocation exists. (Redis reads status and result in one round trip.)"""
+        if invocation_id not in self.wait_final([invocation_id], timeout):
+            return None
+        return self.get_record(invocation_id)
+
     @abstractmethod
     def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
         """Block until at least one of the ids is final or ``timeout`` passes; return the final ones."""

@@ -306,6 +306,25 @@ class RedisOrchestrator(BaseOrchestrator):
         finally:
             watcher.unwatch(ids, event)
 
+    def wait_final_record(self, invocation_id: str, timeout: float) -> InvocationRecord | None:
+        # As wait_final for one id, reading the whole record each time (one script call):
+        # once it is final, the caller has its result without another round trip.
+        deadline = time.monotonic() + timeout
+        watcher = self.conn.watcher(self.keys.final_channel)
+        event = watcher.watch([invocation_id])
+        try:
+            while True:
+                watcher.take_published(event)
+                record = self.state.get_record(invocation_id)
+                if record is None or record.status in FINAL:
+                    return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                watcher.wait(event, remaining)
+        finally:
+            watcher.unwatch([invocation_id], event)
+
     def wait_for_work(self, timeout: float) -> None:
         # BLPOP takes whole or fractional seconds; 0 would block forever.
         seconds = max(round(timeout, 3), 0.001)

@@ -274,6 +274,7 @@ def test_a_stale_final_message_does_not_end_the_wait(rapp: Pynenc) -> None:
     publisher.start()
     try:
         assert orchestrator.wait_final([call.invocation_id], 0.5) == set()
+        assert orchestrator.wait_final_record(call.invocation_id, 0.3) is None
     finally:
         returned.set()
         publisher.join(5)
