@@ -125,8 +125,12 @@ local function enqueue(id, front, known_priority, no_wake)
   end
 end
 
-local function wake_runners()
-  redis.call('LPUSH', K.wake, '1')
+-- One marker per new invocation (capped), pushed in one call: every idle runner that can
+-- take one of them wakes, as if each invocation had been enqueued alone.
+local function wake_runners(count)
+  local markers = {}
+  for i = 1, math.min(count, WAKE_CAP) do markers[i] = '1' end
+  redis.call('LPUSH', K.wake, unpack(markers))
   redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
 end
 

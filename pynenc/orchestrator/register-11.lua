@@ -9,7 +9,7 @@
 --          (id is the existing one), -1 refused (same key, different other arguments).
 local n = tonumber(ARGV[3])
 local out = {}
-local created = false
+local created = 0
 for i = 0, n - 1 do
   local base = 4 + i * 4
   local id, spec, ctl_json, refuse = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
@@ -33,10 +33,10 @@ for i = 0, n - 1 do
     CTL_CACHE[id] = c
     record_new(id, 'REGISTERED')
     enqueue(id, false, 0, true)
-    created = true
+    created = created + 1
   end
   out[#out + 1] = result_id
   out[#out + 1] = code
 end
-if created then wake_runners() end  -- one marker per batch: a runner that wakes claims many
+if created > 0 then wake_runners(created) end
 return out

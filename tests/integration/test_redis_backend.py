@@ -243,6 +243,31 @@ def test_idle_runner_wakes_on_register(rapp: Pynenc) -> None:
     assert returned.is_set()
 
 
+def test_every_idle_runner_wakes_for_a_batch(rapp: Pynenc) -> None:
+    # A batch of several invocations wakes as many idle runners as it has invocations,
+    # not just one (the others would sleep while work waits).
+    orchestrator = orchestrator_of(rapp)
+    woke = threading.Semaphore(0)
+    sleeping = threading.Barrier(4)
+
+    def idle() -> None:
+        sleeping.wait(10)
+        orchestrator.wait_for_work(30)
+        woke.release()
+
+    waiters = [threading.Thread(target=idle, daemon=True) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    sleeping.wait(10)
+    poll_until = time.monotonic() + 10
+    clients = rapp.state_backend.conn.client  # type: ignore[attr-defined]
+    while len([c for c in clients.client_list() if c.get("cmd") == "blpop"]) < 3:
+        assert time.monotonic() < poll_until, "the idle runners never blocked"
+        time.sleep(0.01)
+    orchestrator.register([spec() for _ in range(3)])
+    assert all(woke.acquire(timeout=10) for _ in range(3)), "a batch of 3 did not wake 3 idle runners"
+
+
 def test_result_waiter_wakes_on_finish(rapp: Pynenc) -> None:
     orchestrator = orchestrator_of(rapp)
     call = spec()
