@@ -41,6 +41,7 @@ from pynenc.exceptions import (
     InvocationStatusTransitionError,
     PynencError,
 )
+from pynenc.final_waiters import FinalWaiters
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -470,15 +471,7 @@ def _translate(exc: ResponseError) -> Exception:
     return exc
 
 
-class FinalEvent(threading.Event):
-    """A waiter's event, with the ids published for it since the waiter last looked."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.published: set[str] = set()
-
-
-class FinalWatcher:
+class FinalWatcher(FinalWaiters):
     """One subscriber thread per process and channel that wakes result waiters.
 
     The scripts PUBLISH the id of every invocation that becomes final. A waiter
@@ -491,42 +484,14 @@ class FinalWatcher:
     """
 
     def __init__(self, connection: RedisConnection, channel: str) -> None:
+        super().__init__()
         self.connection = connection
         self.channel = channel
         self.pid = os.getpid()
-        self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self._wanted: dict[str, set[FinalEvent]] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pynenc-final-{channel}", daemon=True)
         self._thread.start()
-
-    def watch(self, ids: list[str]) -> FinalEvent:
-        event = FinalEvent()
-        with self.lock:
-            for invocation_id in ids:
-                self._wanted.setdefault(invocation_id, set()).add(event)
-        return event
-
-    def take_published(self, event: FinalEvent) -> set[str]:
-        """The ids published for ``event`` since the last call, and ``event`` cleared.
-
-        Both happen under the lock the subscriber thread sets events with, so a publish
-        that comes later sets the event again and is taken by the next call.
-        """
-        with self.lock:
-            published, event.published = event.published, set()
-            event.clear()
-            return published
-
-    def unwatch(self, ids: list[str], event: FinalEvent) -> None:
-        with self.lock:
-            for invocation_id in ids:
-                events = self._wanted.get(invocation_id)
-                if events is not None:
-                    events.discard(event)
-                    if not events:
-                        del self._wanted[invocation_id]
 
     def wait(self, event: threading.Event, timeout: float) -> None:
         """Block until ``event`` is set (one of its ids went final), or ``timeout``."""
@@ -535,12 +500,6 @@ class FinalWatcher:
             self.subscribed.wait(min(timeout, 0.05))
             return
         event.wait(timeout)
-
-    def _wake_all(self) -> None:
-        with self.lock:
-            for events in self._wanted.values():
-                for event in events:
-                    event.set()
 
     def _run(self) -> None:
         delay = 0.05
@@ -563,7 +522,7 @@ class FinalWatcher:
                 log.debug("final-channel subscriber: %s; resubscribing in %.2f s", exc, delay)
             finally:
                 self.subscribed.clear()
-                self._wake_all()
+                self.wake_all()
                 for closable in (pubsub, client):
                     if closable is not None:
                         try:
@@ -577,13 +536,9 @@ class FinalWatcher:
         kind = message.get("type")
         if kind == "subscribe":
             self.subscribed.set()
-            self._wake_all()  # waiters re-read: events before the subscription were not seen
+            self.wake_all()  # waiters re-read: events before the subscription were not seen
         elif kind == "message":
-            invocation_id = message.get("data") or ""
-            with self.lock:
-                for event in self._wanted.get(invocation_id, ()):
-                    event.published.add(invocation_id)
-                    event.set()
+            self.publish([message.get("data") or ""])
 
     def stop(self) -> None:
         """Ask the thread to end (within a second; it is a daemon, so nobody waits for it)."""

@@ -127,7 +127,7 @@ class SQLiteReads:
                     return final
                 event.wait(remaining)
         finally:
-            leftover, seq = watcher.unwatch(ids, event)
+            leftover, seq = watcher.unwatch_at(ids, event)
             self._local.last_look = (seq, set(ids) - final, leftover - final, time.monotonic())
 
     def _continued(self, ids: list[str], watcher: FinalWatcher) -> set[str]:

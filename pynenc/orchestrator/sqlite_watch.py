@@ -20,20 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 
+from pynenc.final_waiters import FinalEvent, FinalWaiters
 from pynenc.sqlite_store import SQLiteStore
 
 log = logging.getLogger(__name__)
 
 
-class FinalEvent(threading.Event):
-    """A waiter's event, with the ids published for it since the waiter last took them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.published: set[str] = set()
-
-
-class FinalWatcher:
+class FinalWatcher(FinalWaiters):
     """Publishes ids that became final to the events that watch them.
 
     ``read_since(seq)`` returns the ids numbered after ``seq`` and the highest
@@ -48,52 +41,34 @@ class FinalWatcher:
         read_since: Callable[[int], tuple[list[str], int]],
         read_counter: Callable[[], int],
     ) -> None:
+        super().__init__()
         self.store = store
         self.read_since = read_since
         self.read_counter = read_counter
         self.pid = os.getpid()
         self.seq = 0
-        self.lock = threading.Lock()
         self.someone_waits = threading.Condition(self.lock)
-        self._wanted: dict[str, set[FinalEvent]] = {}
         self._thread = threading.Thread(target=self._run, name="pynenc-sqlite-final", daemon=True)
         self._thread.start()
 
-    def watch(self, ids: list[str]) -> FinalEvent:
-        event = FinalEvent()
-        with self.lock:
-            if not self._wanted:
-                # Idle, the thread did not follow the counter: start from now (the waiter
-                # reads statuses after this, so nothing numbered up to here is missed).
-                self.seq = self.read_counter()
-            for invocation_id in ids:
-                self._wanted.setdefault(invocation_id, set()).add(event)
-            self.someone_waits.notify_all()
-        return event
+    def _on_first_watch_locked(self) -> None:
+        if not self.anyone_waits_locked():
+            # Idle, the thread did not follow the counter: start from now (the waiter reads
+            # statuses after this, so nothing numbered up to here is missed).
+            self.seq = self.read_counter()
+        self.someone_waits.notify_all()
 
-    def take_published(self, event: FinalEvent) -> set[str]:
-        """The ids published for ``event`` since the last call; ``event`` cleared (atomically)."""
+    def unwatch_at(self, ids: list[str], event: FinalEvent) -> tuple[set[str], int]:
+        """:meth:`unwatch`, with the number seen so far (a waiter coming back for the same
+        ids reads only rows numbered after it)."""
         with self.lock:
-            published, event.published = event.published, set()
-            event.clear()
-            return published
-
-    def unwatch(self, ids: list[str], event: FinalEvent) -> tuple[set[str], int]:
-        """Stop watching; returns what was published and not taken, and the number seen so far
-        (a waiter coming back for the same ids reads only rows numbered after it)."""
-        with self.lock:
-            for invocation_id in ids:
-                events = self._wanted.get(invocation_id)
-                if events is not None:
-                    events.discard(event)
-                    if not events:
-                        del self._wanted[invocation_id]
-            return event.published, self.seq
+            seq = self.seq
+        return self.unwatch(ids, event), seq
 
     def _run(self) -> None:
         while True:
             with self.lock:
-                self.someone_waits.wait_for(lambda: bool(self._wanted))
+                self.someone_waits.wait_for(self.anyone_waits_locked)
             try:
                 # Returns when nobody waits any more (checked at each change) or after a second.
                 self.store.wait_until(self._publish_new, 1.0, "final")
@@ -108,8 +83,5 @@ class FinalWatcher:
         with self.lock:
             if self.seq == since:  # else watch() restarted from a later number meanwhile
                 self.seq = seq
-            for invocation_id in ids:
-                for event in self._wanted.get(invocation_id, ()):
-                    event.published.add(invocation_id)
-                    event.set()
-            return not self._wanted
+            self.publish_locked(ids)
+            return not self.anyone_waits_locked()

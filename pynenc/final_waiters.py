@@ -1,0 +1,82 @@
+"""Who waits for which invocations to become final: shared by the backends' watcher threads.
+
+A waiter registers the ids it wants (:meth:`FinalWaiters.watch`) *before* it reads their
+statuses, then blocks on the event it got. A backend's watcher thread calls
+:meth:`FinalWaiters.publish` with ids that became final (a Redis pub/sub message, a SQLite
+``final_seq`` read), which sets the events of those ids' waiters only. A publication only
+says "look": the waiter reads the statuses again, which decide.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+
+class FinalEvent(threading.Event):
+    """A waiter's event, with the ids published for it since the waiter last took them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: set[str] = set()
+
+
+class FinalWaiters:
+    """Ids waited on -> the events of their waiters (every method takes :attr:`lock`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._wanted: dict[str, set[FinalEvent]] = {}
+
+    def watch(self, ids: Iterable[str]) -> FinalEvent:
+        event = FinalEvent()
+        with self.lock:
+            self._on_first_watch_locked()
+            for invocation_id in ids:
+                self._wanted.setdefault(invocation_id, set()).add(event)
+        return event
+
+    def _on_first_watch_locked(self) -> None:
+        """Called under the lock by :meth:`watch` (subclasses act when nobody waited before)."""
+
+    def take_published(self, event: FinalEvent) -> set[str]:
+        """The ids published for ``event`` since the last call, and ``event`` cleared.
+
+        Both happen under the lock that publications take, so a publication that comes
+        later sets the event again and is taken by the next call.
+        """
+        with self.lock:
+            published, event.published = event.published, set()
+            event.clear()
+            return published
+
+    def unwatch(self, ids: Iterable[str], event: FinalEvent) -> set[str]:
+        """Stop watching; returns what was published for ``event`` and not taken."""
+        with self.lock:
+            for invocation_id in ids:
+                events = self._wanted.get(invocation_id)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del self._wanted[invocation_id]
+            return event.published
+
+    def publish(self, ids: Iterable[str]) -> None:
+        with self.lock:
+            self.publish_locked(ids)
+
+    def publish_locked(self, ids: Iterable[str]) -> None:
+        for invocation_id in ids:
+            for event in self._wanted.get(invocation_id, ()):
+                event.published.add(invocation_id)
+                event.set()
+
+    def wake_all(self) -> None:
+        """Wake every waiter without publishing anything (they read their statuses again)."""
+        with self.lock:
+            for events in self._wanted.values():
+                for event in events:
+                    event.set()
+
+    def anyone_waits_locked(self) -> bool:
+        return bool(self._wanted)
