@@ -300,10 +300,7 @@ class Pynenc:
         remaining = list(invocation_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         while remaining:
-            left = 1.0 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise ResultTimeoutError(f"invocations {remaining} not final after {timeout} s")
-            done = self.orchestrator.wait_final(remaining, min(left, 1.0))
+            done = self.orchestrator.wait_final(remaining, _next_wait(deadline, timeout, remaining))
             if not done:
                 missing = [i for i in remaining if self.orchestrator.get_status(i) is None]
                 if missing:
@@ -316,10 +313,7 @@ class Pynenc:
         """The record of one invocation once final, from code that is not a task."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = 1.0 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise ResultTimeoutError(f"invocations {[invocation_id]} not final after {timeout} s")
-            record = self.orchestrator.wait_final_record(invocation_id, min(left, 1.0))
+            record = self.orchestrator.wait_final_record(invocation_id, _next_wait(deadline, timeout, [invocation_id]))
             if record is not None and record.status.is_final:
                 return record
             if record is None and self.orchestrator.get_status(invocation_id) is None:
@@ -364,3 +358,12 @@ class _DirectTaskDecorator(Protocol):
 
     @overload
     def __call__(self, func: Callable[P, R], /) -> DirectTask[P, R]: ...
+
+
+def _next_wait(deadline: float | None, timeout: float | None, waiting: Sequence[str]) -> float:
+    """How long the next wait may block: up to a second (so waits can warn and re-check),
+    never past ``deadline``; ResultTimeoutError naming ``waiting`` once it has passed."""
+    left = 1.0 if deadline is None else deadline - time.monotonic()
+    if left <= 0:
+        raise ResultTimeoutError(f"invocations {list(waiting)} not final after {timeout} s")
+    return min(left, 1.0)

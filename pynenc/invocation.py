@@ -99,10 +99,11 @@ class Invocation(Generic[R]):
         execution = current_execution.get()
         if execution is not None and execution.app is self.app:
             wait_until_final(self.app, [self.invocation_id], timeout)  # pauses the calling task
-            value: R = final_value(self.app, self.invocation_id)
-            return value
-        record = self.app.wait_record_outside_task(self.invocation_id, timeout)
-        return value_of(self.app, self.invocation_id, record)  # type: ignore[no-any-return]
+            record = self.app.orchestrator.get_record(self.invocation_id)
+        else:
+            record = self.app.wait_record_outside_task(self.invocation_id, timeout)
+        value: R = value_of(self.app, self.invocation_id, record)
+        return value
 
     async def async_result(self) -> R:
         return await asyncio.to_thread(self.get_result)

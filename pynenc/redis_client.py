@@ -275,71 +275,58 @@ class RedisConnection:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _prefix(self, name: str, keys: Sequence[str | bytes]) -> bytes | None:
+    def _prefix(self, name: str, keys: Sequence[str | bytes]) -> bytes:
         """EVALSHA, sha and KEYS of a script call, packed once (scripts run on every transition)."""
-        if self.is_cluster:
-            return None
         cache_key = (name, tuple(keys))
         prefix = self._packed.get(cache_key)
         if prefix is None:
             prefix = self._packed[cache_key] = _pack_prefix(self.scripts[name].sha, keys)
         return prefix
 
+    def _connections(self) -> ScriptConnections | None:
+        """This process's script connections (None on a cluster, where redis-py routes by slot)."""
+        self.client  # noqa: B018 (builds the client, and its script connections, in a new process)
+        return self._script_connections
+
     def send(self, name: str, keys: Sequence[str | bytes], args: list[Any]) -> Callable[[], Any]:
         """Send a script call now and return the function that reads its reply (call it once).
 
-        The connection stays out of the pool until the reply is read. When sending fails, or
-        the reply is NOSCRIPT or lost with its connection, the call is made again with
-        :meth:`run` (so its retries apply): scripts called this way must be safe to repeat
-        after a lost reply, as every transition is (a repeat finds the work done).
+        The connection is held until the reply is read. When sending fails, or the reply is
+        NOSCRIPT or lost with its connection, the call is made again with :meth:`run` (so its
+        retries apply): scripts called this way must be safe to repeat after a lost reply, as
+        every transition is (a repeat finds the work done).
         """
-        prefix = self._prefix(name, keys)
-        self.client  # noqa: B018 (builds the client and its script connections in a new process)
-        connections = self._script_connections
-        if prefix is None or connections is None:  # a cluster client: run it now
+        connections = self._connections()
+        if connections is None:  # a cluster client: run it now
             result = self.run(name, keys, args)
             return lambda: result
-        connection = connections.take()
         try:
-            connection.send_packed_command([_packed_evalsha(prefix, len(keys), args)])
+            connection = connections.send(_packed_evalsha(self._prefix(name, keys), len(keys), args))
         except (RedisConnectionError, RedisTimeoutError, OSError):
-            connections.drop(connection)
             result = self.run(name, keys, args)
             return lambda: result
-        except BaseException:
-            connections.drop(connection)
-            raise
 
         def reply() -> Any:
             try:
-                response = connection.read_response()
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                connections.drop(connection)
-                return self.run(name, keys, args)
-            except NoScriptError:  # the script cache was flushed: nothing ran, run it again
-                connections.give(connection)
-                return self.run(name, keys, args)
+                return connections.read(connection)
+            except (RedisConnectionError, RedisTimeoutError, OSError, NoScriptError):
+                return self.run(name, keys, args)  # lost, or the script cache was flushed: run again
             except ResponseError as exc:
-                connections.give(connection)  # an error reply was read whole: the connection is clean
                 raise _translate(exc) from None
-            except BaseException:
-                connections.drop(connection)
-                raise
-            connections.give(connection)
-            return response
 
         return reply
 
     def run(self, name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
         """Run a script by name: EVALSHA, falling back to EVAL (which caches it) on NOSCRIPT."""
         script = self.scripts[name]
-        prefix = self._prefix(name, keys)
+        connections = self._connections()
 
         def attempt(client: Any) -> Any:
             try:
                 try:
-                    if prefix is not None and self._script_connections is not None:
-                        return _evalsha_packed(self._script_connections, prefix, len(keys), args)
+                    if connections is not None:
+                        command = _packed_evalsha(self._prefix(name, keys), len(keys), args)
+                        return connections.read(connections.send(command))
                     return client.evalsha(script.sha, len(keys), *keys, *args)
                 except NoScriptError:
                     return client.eval(script.source, len(keys), *keys, *args)
@@ -400,28 +387,6 @@ def _packed_evalsha(prefix: bytes, n_keys: int, args: Sequence[Any]) -> bytes:
     return b"*%d\r\n%s%s" % (3 + n_keys + len(args), prefix, b"".join([_bulk(arg) for arg in args]))
 
 
-def _evalsha_packed(connections: ScriptConnections, prefix: bytes, n_keys: int, args: Sequence[Any]) -> Any:
-    """EVALSHA with a pre-packed prefix on a script connection of a plain (non-cluster) client.
-
-    The same wire command as ``client.evalsha``, without re-encoding the sha and up to 20
-    keys on every transition. A connection that fails mid-command is dropped, as redis-py
-    drops it; errors are raised as redis-py raises them (NoScriptError, ResponseError...).
-    """
-    command = _packed_evalsha(prefix, n_keys, args)
-    connection = connections.take()
-    try:
-        connection.send_packed_command([command])
-        response = connection.read_response()
-    except ResponseError:
-        connections.give(connection)  # an error reply was read whole: the connection is clean
-        raise
-    except BaseException:
-        connections.drop(connection)
-        raise
-    connections.give(connection)
-    return response
-
-
 class ScriptConnections:
     """Connections kept for script calls, taken and given back without the pool's bookkeeping.
 
@@ -456,6 +421,29 @@ class ScriptConnections:
         """A connection whose state is unknown (error mid-command): closed, then kept."""
         connection.disconnect()
         self.give(connection)
+
+    def send(self, command: bytes) -> Any:
+        """Send a packed command on a connection taken for it; returns that connection."""
+        connection = self.take()
+        try:
+            connection.send_packed_command([command])
+        except BaseException:
+            self.drop(connection)
+            raise
+        return connection
+
+    def read(self, connection: Any) -> Any:
+        """The reply to what :meth:`send` sent, raised as redis-py raises it; gives the connection back."""
+        try:
+            response = connection.read_response()
+        except ResponseError:
+            self.give(connection)  # an error reply was read whole: the connection is clean
+            raise
+        except BaseException:
+            self.drop(connection)
+            raise
+        self.give(connection)
+        return response
 
 
 def _translate(exc: ResponseError) -> Exception:

@@ -240,6 +240,8 @@ class _Host:
         #: every open connection holder of this process, closed before a fork
         self.connections: weakref.WeakSet[Closable] = weakref.WeakSet()
         self.forking = False
+        #: held while a store's per-process helper (its final watcher) is created
+        self.setup_lock = threading.Lock()
 
 
 _host = _Host()
@@ -247,6 +249,12 @@ _host = _Host()
 
 def gate() -> Gate:
     return _host.gate
+
+
+def setup_lock() -> threading.Lock:
+    """This process's lock for creating per-process helpers (a forked child gets its own,
+    never one a parent thread held at the fork)."""
+    return _host.setup_lock
 
 
 def register_connection(holder: Closable) -> None:

@@ -106,27 +106,16 @@ class BaseRunner(ABC):
     def _maintain(self) -> None:
         conf = self.app.conf
         renew_every = max(conf.lease_seconds / 3, 0.05)
-        next_renewal = time.monotonic() + renew_every
         next_recovery = time.monotonic() + conf.recovery_interval
         started_at = time.time()
         self.publish_info(started_at)
-        while not self.stopping.wait(self.maintenance_wait(max(next_renewal - time.monotonic(), 0.0))):
-            self.on_maintenance()
-            if time.monotonic() >= next_renewal:
-                next_renewal = time.monotonic() + renew_every
-                self.renew_now()
-                self.publish_info(started_at)
+        while not self.stopping.wait(renew_every):
+            self.renew_now()
+            self.publish_info(started_at)
             if time.monotonic() >= next_recovery:
                 next_recovery = time.monotonic() + conf.recovery_interval
                 self.recover_now()
         self.publish_info(started_at, ttl=0.0)  # stopped cleanly: gone at once, not shown as dead
-
-    def maintenance_wait(self, until_renewal: float) -> float:
-        """Seconds the lease thread sleeps before its next round (runners that need it sooner say so)."""
-        return until_renewal
-
-    def on_maintenance(self) -> None:
-        """Called by the lease thread every round, before renewals."""
 
     def publish_info(self, started_at: float, ttl: float | None = None) -> None:
         """Tell ``pynenc status runners`` we are alive (kind "runner"; outlives a lease so the dead show)."""
@@ -181,38 +170,15 @@ class BaseRunner(ABC):
     # ----- executing one invocation --------------------------------------------------------
     def execute(self, claimed: ClaimedInvocation) -> None:
         """Run one claimed invocation to its end and report it (the invocation is already owned)."""
-        self.execute_and_claim(claimed)
-
-    def claim_next_count(self) -> int:
-        """How many invocations to claim together with the finish of the one that just ran
-        (asked once the task has returned; runners that claim only in their loop say 0)."""
-        return 0
-
-    def execute_and_claim(self, claimed: ClaimedInvocation) -> list[ClaimedInvocation]:
-        """:meth:`execute`; when :meth:`claim_next_count` is above 0, claim up to that many more
-        in the same transition as the finish (:meth:`BaseOrchestrator.finish_and_claim`). What it
-        claims is owned (its lease renewed) when this returns, so a caller that stops instead of
-        running it gives it back with :meth:`release_owned`."""
         app = self.app
         log = app.logger.bind(task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id)
         outcome = self.run_claimed(claimed, log)
         if outcome is None:  # released while stopping
-            return []
-        following: list[ClaimedInvocation] = []
-        claim_next = self.claim_next_count()
+            return
         self._mark_finishing(claimed.invocation_id)
-        if claim_next > 0:
-            done, following = app.orchestrator.finish_and_claim(
-                self.runner_id, claimed.invocation_id, outcome, claim_next, app.conf.lease_seconds
-            )
-            for next_claimed in following:
-                self._own(next_claimed.invocation_id)
-        else:
-            done = app.orchestrator.finish(self.runner_id, claimed.invocation_id, outcome)
-        if not done:
+        if not app.orchestrator.finish(self.runner_id, claimed.invocation_id, outcome):
             log.warning("finish rejected: this runner no longer holds the lease", outcome=outcome.kind.value)
         self._disown(claimed.invocation_id)
-        return following
 
     def run_claimed(self, claimed: ClaimedInvocation, log: Any) -> Outcome | None:
         """Load and run the task of an owned invocation: how it ended, or None when it was

@@ -76,36 +76,37 @@ class ClaimAhead:
         orchestrator = runner.app.orchestrator
         lease = runner.app.conf.lease_seconds
         runner._mark_finishing(claimed.invocation_id)
-        short = seconds <= AHEAD_AFTER_SECONDS and time.monotonic() >= self.cooldown_until
-        ahead = 1 if short and orchestrator.claims_ahead else 0
+        ahead = (
+            claim_next > 0
+            and orchestrator.claims_ahead
+            and seconds <= AHEAD_AFTER_SECONDS
+            and time.monotonic() >= self.cooldown_until
+        )
         with self.cond:
             self.settle_locked()
             if claim_next <= 0:
-                self.give_back_locked()
-                done = runner.app.orchestrator.finish(runner.runner_id, claimed.invocation_id, outcome)
-                self._report(done, log, outcome)
-                runner._disown(claimed.invocation_id)
-                return []
-            if self.held:
+                self.give_back_locked()  # this runner stops, recycles or lets a paused one resume
+            elif self.held:
                 following = self.held.pop(0)
                 self.reply = orchestrator.finish_start_claim(
-                    runner.runner_id, claimed.invocation_id, outcome, following.invocation_id, ahead, 0, lease
+                    runner.runner_id, claimed.invocation_id, outcome, following.invocation_id, int(ahead), 0, lease
                 )
                 self.reply_for = claimed.invocation_id
                 runner._disown(claimed.invocation_id)
                 self.running_since = time.monotonic()  # it runs as soon as this returns
                 self._wake_watchdog()
                 return [following]
-            if not orchestrator.claims_ahead:
+            if ahead:  # claim one to run now and one to hold
+                reply = orchestrator.finish_start_claim(
+                    runner.runner_id, claimed.invocation_id, outcome, None, 2, 1, lease
+                )()
+            else:
                 done, claimed_now = orchestrator.finish_and_claim(
-                    runner.runner_id, claimed.invocation_id, outcome, claim_next, lease
+                    runner.runner_id, claimed.invocation_id, outcome, max(claim_next, 0), lease
                 )
                 reply = FinishReply(done, False, claimed_now)
-            else:
-                reply = orchestrator.finish_start_claim(
-                    runner.runner_id, claimed.invocation_id, outcome, None, 1 + ahead, 1, lease
-                )()
-            self._report(reply.done, log, outcome)
+            if not reply.done:
+                log.warning("finish rejected: this runner no longer holds the lease", outcome=outcome.kind.value)
             for item in reply.claimed:
                 runner._own(item.invocation_id)
             runner._disown(claimed.invocation_id)
@@ -160,10 +161,6 @@ class ClaimAhead:
             self.runner.app.logger.warning("could not give back invocations held ahead", error=repr(exc))
         for invocation_id in ids:
             self.runner._disown(invocation_id)
-
-    def _report(self, done: bool, log: Any, outcome: Outcome) -> None:
-        if not done:
-            log.warning("finish rejected: this runner no longer holds the lease", outcome=outcome.kind.value)
 
     # ----- the watchdog thread -------------------------------------------------------------
     def _watch(self) -> None:

@@ -139,8 +139,8 @@ def _untracked(name: str, create: bool = False, size: int = 0) -> SharedMemory:
     unlinks the segment when the registering process exits and warns about a "leak". For an
     attaching process that would destroy the owner's table. The owner unlinks its table
     itself on close, and :func:`pynenc.supervisors.arbiter.sweep_stale` removes the tables
-    of supervisors that died without closing. Suppressing the registration, instead of unregistering afterwards,
-    never starts the tracker at all.
+    of supervisors that died without closing. Suppressing the registration, instead of
+    unregistering afterwards, never starts the tracker at all.
     """
     if sys.version_info >= (3, 13):
         return SharedMemory(name=name, create=create, size=size, track=False)  # type: ignore[call-arg,unused-ignore]

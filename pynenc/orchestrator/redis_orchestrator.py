@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -36,10 +36,11 @@ from pynenc.models import (
 from pynenc.orchestrator.base import BaseOrchestrator
 from pynenc.serializer.base import render_arguments
 from pynenc.serializer.errors import encode_exception
-from pynenc.state_backend.redis_state_backend import READ_BATCH, RedisStateBackend
+from pynenc.state_backend.redis_state_backend import RedisStateBackend
 from pynenc.status import EXECUTING, FINAL, InvocationStatus
 
 log = logging.getLogger("pynenc.redis")
+T = TypeVar("T")
 
 #: Calls per register script call (bounds the time one script holds Redis).
 REGISTER_BATCH = 500
@@ -273,10 +274,7 @@ class RedisOrchestrator(BaseOrchestrator):
         return self.state.get_record(invocation_id)
 
     def get_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
-        records: list[InvocationRecord | None] = []
-        for start in range(0, len(invocation_ids), READ_BATCH):
-            records += self.state.read_records(invocation_ids[start : start + READ_BATCH])
-        return records
+        return self.state.read_records(invocation_ids)
 
     def _final_among(self, invocation_ids: list[str]) -> tuple[set[str], set[str]]:
         """(final ids, ids that do not exist)."""
@@ -289,41 +287,45 @@ class RedisOrchestrator(BaseOrchestrator):
         ids = list(invocation_ids)
         if not ids:
             return set()
+
+        def look() -> tuple[bool, set[str]]:
+            final, missing = self._final_among(ids)
+            return bool(final or missing), final
+
+        return self._watching(ids, timeout, look)
+
+    def wait_final_record(self, invocation_id: str, timeout: float) -> InvocationRecord | None:
+        # Reading the whole record each time (one script call): once it is final, the caller
+        # has its result without another round trip.
+        def look() -> tuple[bool, InvocationRecord | None]:
+            record = self.state.get_record(invocation_id)
+            if record is None or record.status in FINAL:
+                return True, record
+            return False, None
+
+        return self._watching([invocation_id], timeout, look)
+
+    def _watching(self, ids: list[str], timeout: float, look: Callable[[], tuple[bool, T]]) -> T:
+        """Call ``look`` until it says done or ``timeout`` passes, woken between looks by the
+        final channel when one of ``ids`` is published; returns what the last look found.
+
+        A message only says "look": it can be stale (published before we watched, delivered
+        late, for an invocation an operator has retried since), so ``look`` decides. Taking
+        the messages re-arms the event.
+        """
         deadline = time.monotonic() + timeout
         watcher = self.conn.watcher(self.keys.final_channel)
         event = watcher.watch(ids)
         try:
             while True:
-                # A message only says "look": it can be stale (published before we watched,
-                # delivered late, for an invocation an operator has retried since), so the
-                # statuses decide. Taking the messages re-arms the event.
                 watcher.take_published(event)
-                final, missing = self._final_among(ids)
+                done, found = look()
                 remaining = deadline - time.monotonic()
-                if final or missing or remaining <= 0:
-                    return final
+                if done or remaining <= 0:
+                    return found
                 watcher.wait(event, remaining)
         finally:
             watcher.unwatch(ids, event)
-
-    def wait_final_record(self, invocation_id: str, timeout: float) -> InvocationRecord | None:
-        # As wait_final for one id, reading the whole record each time (one script call):
-        # once it is final, the caller has its result without another round trip.
-        deadline = time.monotonic() + timeout
-        watcher = self.conn.watcher(self.keys.final_channel)
-        event = watcher.watch([invocation_id])
-        try:
-            while True:
-                watcher.take_published(event)
-                record = self.state.get_record(invocation_id)
-                if record is None or record.status in FINAL:
-                    return record
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                watcher.wait(event, remaining)
-        finally:
-            watcher.unwatch([invocation_id], event)
 
     def wait_for_work(self, timeout: float) -> None:
         # BLPOP takes whole or fractional seconds; 0 would block forever.

@@ -105,9 +105,18 @@ local function owned_by(runner, id, statuses)
   return status
 end
 
+-- One marker per new invocation (capped), pushed in one call: every idle runner that can
+-- take one of them wakes, as if each invocation had been enqueued alone.
+local function wake_runners(count)
+  local markers = {}
+  for i = 1, math.min(count, WAKE_CAP) do markers[i] = '1' end
+  redis.call('LPUSH', K.wake, unpack(markers))
+  redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
+end
+
 -- Queue order: higher priority first, FIFO within (front: ahead of that FIFO, newest first).
--- known_priority: the caller knows it (a new invocation: 0); no_wake: the caller pushes one
--- wake marker itself for a whole batch (wake_runners).
+-- known_priority: the caller knows it (a new invocation: 0); no_wake: the caller wakes
+-- runners itself, once for a whole batch (wake_runners).
 local function enqueue(id, front, known_priority, no_wake)
   local priority = known_priority or tonumber(redis.call('HGET', K.priority, id) or '0')
   local order
@@ -119,19 +128,7 @@ local function enqueue(id, front, known_priority, no_wake)
   redis.call('ZADD', K.queue, string.format('%.0f', -priority * PRIORITY_UNIT + order), id)
   local c = ctl(id)
   if c.rk then redis.call('HSETNX', K.reg_index, c.rk, id) end
-  if not no_wake then
-    redis.call('LPUSH', K.wake, '1')
-    redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
-  end
-end
-
--- One marker per new invocation (capped), pushed in one call: every idle runner that can
--- take one of them wakes, as if each invocation had been enqueued alone.
-local function wake_runners(count)
-  local markers = {}
-  for i = 1, math.min(count, WAKE_CAP) do markers[i] = '1' end
-  redis.call('LPUSH', K.wake, unpack(markers))
-  redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
+  if not no_wake then wake_runners(1) end
 end
 
 -- A new invocation's first status and history entry (nothing stored before: nothing to read).
@@ -202,8 +199,8 @@ end
 -- Pop up to max_count runnable invocations for a runner; appends a triple id, spec JSON,
 -- num_retries to out per invocation claimed. The first n_running (all when nil) go RUNNING;
 -- the others stay PENDING: claimed ahead, started later by the runner (start_pending), with
--- their lease until pending_expires (when given) rather than expires. Popped ones whose running key is held
--- elsewhere go PENDING -> CONCURRENCY_CONTROLLED (parked on the key) or
+-- their lease until pending_expires (when given) rather than expires. Popped ones whose
+-- running key is held elsewhere go PENDING -> CONCURRENCY_CONTROLLED (parked on the key) or
 -- PENDING -> CONCURRENCY_CONTROLLED_FINAL and are not returned. When the queue is left
 -- empty the wake markers are dropped, so idle runners block in BLPOP instead of waking
 -- for work that is already taken.

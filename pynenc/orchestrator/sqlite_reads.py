@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from pynenc import sqlite_store as db
+from pynenc import sqlite_sync as sync
 from pynenc.models import InvocationRecord
 from pynenc.orchestrator.sqlite_watch import FinalWatcher
 from pynenc.sqlite_store import SQLiteStore
@@ -20,16 +21,6 @@ from pynenc.status import EXECUTING, FINAL, InvocationStatus
 S = InvocationStatus
 _FINAL = tuple(s.value for s in FINAL)
 _EXECUTING = tuple(s.value for s in EXECUTING)
-_watcher_lock = threading.Lock()
-
-
-def _new_watcher_lock() -> None:
-    # A thread of the parent may have held it at the fork: the child must not inherit that.
-    global _watcher_lock
-    _watcher_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_watcher_lock)
 
 
 def marks(values: Sequence[object]) -> str:
@@ -93,7 +84,7 @@ class SQLiteReads:
     def _final_watcher(self) -> FinalWatcher:
         watcher: FinalWatcher | None = getattr(self, "_watcher", None)
         if watcher is None or watcher.pid != os.getpid():  # none yet, or the parent's (forked)
-            with _watcher_lock:
+            with sync.setup_lock():
                 watcher = getattr(self, "_watcher", None)
                 if watcher is None or watcher.pid != os.getpid():
                     watcher = FinalWatcher(self.store, self._final_since, self._final_counter)

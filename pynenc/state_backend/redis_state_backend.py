@@ -106,13 +106,16 @@ class RedisStateBackend(BaseStateBackend):
         return self.conn.send(script, self._keys_of(script), [0, self._channel, *args])
 
     def read_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
-        if not invocation_ids:
-            return []
-        flat = self.run("read", *invocation_ids)
-        return [
-            record_from_values(invocation_id, flat[i * READ_FIELDS : (i + 1) * READ_FIELDS])
-            for i, invocation_id in enumerate(invocation_ids)
-        ]
+        """The records of ``invocation_ids`` in order (None where unknown), READ_BATCH per call."""
+        records: list[InvocationRecord | None] = []
+        for start in range(0, len(invocation_ids), READ_BATCH):
+            batch = invocation_ids[start : start + READ_BATCH]
+            flat = self.run("read", *batch)
+            records += [
+                record_from_values(invocation_id, flat[i * READ_FIELDS : (i + 1) * READ_FIELDS])
+                for i, invocation_id in enumerate(batch)
+            ]
+        return records
 
     def get_record(self, invocation_id: str) -> InvocationRecord | None:
         return self.read_records([invocation_id])[0]

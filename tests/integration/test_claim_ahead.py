@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pynenc import Pynenc
-from pynenc.models import Outcome, OutcomeKind
+from pynenc.models import CallSpec, Outcome, OutcomeKind
 from pynenc.status import InvocationStatus as S
 from tests.integration import test_supervisor_tasks as t
 from tests.integration.test_redis_backend import configure, orchestrator_of, spec
@@ -35,6 +35,16 @@ def statuses_in_history(app: Pynenc, invocation_id: str) -> list[S]:
     record = app.orchestrator.get_record(invocation_id)
     assert record is not None
     return [entry.status for entry in record.history]
+
+
+def running_one_holding_one(orchestrator: Any) -> tuple[CallSpec, CallSpec]:
+    """Runner r1 finished a first invocation, claiming a second to run and a third ahead."""
+    first, second, third = spec(), spec(), spec()
+    orchestrator.register([first, second, third])
+    orchestrator.claim("r1", 1, 30)
+    reply = orchestrator.finish_start_claim("r1", first.invocation_id, OK, None, 2, 1, 30)()
+    assert [c.invocation_id for c in reply.claimed] == [second.invocation_id, third.invocation_id]
+    return second, third
 
 
 def test_a_claim_ahead_is_pending_until_the_next_finish_starts_it(rapp: Pynenc) -> None:
@@ -63,11 +73,7 @@ def test_a_claim_ahead_is_pending_until_the_next_finish_starts_it(rapp: Pynenc) 
 
 def test_a_claim_ahead_given_back_is_not_started_by_a_late_finish(rapp: Pynenc) -> None:
     orchestrator = orchestrator_of(rapp)
-    first, second, third = spec(), spec(), spec()
-    orchestrator.register([first, second, third])
-    orchestrator.claim("r1", 1, 30)
-    reply = orchestrator.finish_start_claim("r1", first.invocation_id, OK, None, 2, 1, 30)()
-    assert [c.invocation_id for c in reply.claimed] == [second.invocation_id, third.invocation_id]
+    second, third = running_one_holding_one(orchestrator)
 
     orchestrator.release("r1", [third.invocation_id])  # given back: queued again, at the front
     assert orchestrator.get_status(third.invocation_id) is S.REROUTED
@@ -115,7 +121,7 @@ def test_a_held_ahead_invocation_does_not_wait_behind_a_long_task(daemon: t.Daem
     behind = t.add(100, 1)
     t.wait_until(marker.exists, 30, "the long task to start")
     t.wait_until(
-        lambda: rapp_status(behind.invocation_id) in (S.REGISTERED, S.REROUTED),
+        lambda: status_in_pool_app(behind.invocation_id) in (S.REGISTERED, S.REROUTED),
         1.5,
         "the invocation behind the long task to be queued, not held",
     )
@@ -124,7 +130,7 @@ def test_a_held_ahead_invocation_does_not_wait_behind_a_long_task(daemon: t.Daem
     assert [s.get_result(30) for s in shorts] == [2 * i for i in range(5)]
 
 
-def rapp_status(invocation_id: str) -> Any:
+def status_in_pool_app(invocation_id: str) -> Any:
     return t.app.orchestrator.get_status(invocation_id)
 
 
@@ -132,13 +138,13 @@ def test_a_claim_ahead_is_leased_for_max_pending_seconds(rapp: Pynenc) -> None:
     # A runner that dies holding an invocation it never started gives it up this soon.
     rapp.conf.max_pending_seconds = 0.3
     orchestrator = orchestrator_of(rapp)
-    first, second, third = spec(), spec(), spec()
-    orchestrator.register([first, second, third])
-    orchestrator.claim("r1", 1, 30)
-    reply = orchestrator.finish_start_claim("r1", first.invocation_id, OK, None, 2, 1, 30)()
-    assert [c.invocation_id for c in reply.claimed] == [second.invocation_id, third.invocation_id]
+    second, third = running_one_holding_one(orchestrator)
     recovered: list[str] = []
-    expired = lambda: recovered.extend(orchestrator.recover_expired(3)) or recovered  # noqa: E731
+
+    def expired() -> list[str]:
+        recovered.extend(orchestrator.recover_expired(3))
+        return recovered
+
     t.wait_until(expired, 10, "the PENDING lease to expire")
     assert recovered == [third.invocation_id]  # the RUNNING one keeps its 30 s lease
     assert orchestrator.get_status(second.invocation_id) is S.RUNNING

@@ -424,12 +424,12 @@ def _wait_briefly(path: Path) -> None:
 def test_a_child_forked_while_a_thread_sets_up_waiting_can_wait(path: Path) -> None:
     # A forked runner inherits the parent's locks in whatever state other threads left
     # them; waiting for results in the child must not depend on them.
-    from pynenc.orchestrator import sqlite_reads
+    from pynenc import sqlite_sync
 
     app = sqlite_app(path, "forked")
     app.orchestrator.register([spec("nothing-final")])
     assert app.orchestrator.wait_final(["nothing-final"], 0.01) == set()
-    with sqlite_reads._watcher_lock:  # as if another thread were creating its watcher
+    with sqlite_sync.setup_lock():  # as if another thread were creating its watcher
         child = multiprocessing.get_context("fork").Process(target=_wait_briefly, args=(path,))
         child.start()
         child.join(20)
