@@ -41,6 +41,10 @@ class InvocationError(PynencError):
     """Problems with an invocation as a whole."""
 
 
+class RegistrationError(InvocationError):
+    """The backend refused a registration that was sent ahead of its reply (pipelined)."""
+
+
 class InvocationNotFoundError(InvocationError):
     """No invocation with this id exists (distinct from one that is still pending)."""
 

@@ -10,10 +10,16 @@ One :class:`RedisConnection` per app and process: after ``fork`` the pool is
 re-created (checked with ``os.getpid()``). Every command goes through
 :meth:`RedisConnection.call`, which retries on connection errors and timeouts
 with backoff for up to ``retry_seconds`` so a runner survives a Redis restart.
+
+Replies kept for later (:meth:`RedisConnection.defer`, pipelined single
+registrations) are read before any other command of the process is sent
+(:meth:`RedisConnection.settle`, called by ``call`` and ``send``) and at exit, so
+whatever this process does next sees what it sent before.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import logging
@@ -40,6 +46,7 @@ from pynenc.exceptions import (
     ConfigurationError,
     InvocationStatusTransitionError,
     PynencError,
+    RegistrationError,
 )
 from pynenc.final_waiters import FinalWaiters
 
@@ -143,6 +150,11 @@ class RedisConnection:
         #: (script, keys) -> the packed start of its EVALSHA command
         self._packed: dict[tuple[str, tuple[str | bytes, ...]], bytes] = {}
         self._script_connections: ScriptConnections | None = None
+        #: calls sent ahead (send_ahead) whose replies are unread, in order, on _ahead_connection
+        self._unsettled: list[_SentAhead] = []
+        self._ahead_connection: Any = None
+        self._settle_lock = threading.RLock()
+        self._settling = False
         _live.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -153,6 +165,11 @@ class RedisConnection:
         self._loaded_pid = -1
         self._watchers = {}
         self._script_connections = None
+        # the parent reads its own pending replies; their sockets are not ours
+        self._unsettled = []
+        self._ahead_connection = None
+        self._settle_lock = threading.RLock()
+        self._settling = False
 
     def redacted_url(self) -> str:
         return redact(self.url)
@@ -231,8 +248,7 @@ class RedisConnection:
             return
         if policy and policy != "noeviction":
             log.warning(
-                "Redis at %s has maxmemory-policy=%s: it may evict pynenc keys and lose invocations; "
-                "use noeviction",
+                "Redis at %s has maxmemory-policy=%s: it may evict pynenc keys and lose invocations; use noeviction",
                 self.redacted_url(),
                 policy,
             )
@@ -259,8 +275,84 @@ class RedisConnection:
         self.call(load)
         self._loaded_pid = os.getpid()
 
+    def send_ahead(self, name: str, keys: Sequence[str | bytes], args: list[Any], what: str) -> None:
+        """Send a script call and return before its reply: it is read by :meth:`settle`.
+
+        The calls sent ahead share one connection (pipelined, so they are applied in the
+        order sent) and at most ``AHEAD_WINDOW`` replies are unread at a time. Like
+        :meth:`send`, the script must be safe to repeat after a lost reply. ``what`` names
+        the call in the error raised if Redis refuses it.
+        """
+        connections = self._connections()
+        if connections is None:  # a cluster client routes by slot: run it now
+            self.run(name, keys, args)
+            return
+        with self._settle_lock:
+            if len(self._unsettled) >= AHEAD_WINDOW:
+                self.settle()
+            if self._ahead_connection is None:
+                self._ahead_connection = connections.take()
+            self._unsettled.append(_SentAhead(name, keys, args, what))
+            try:
+                self._ahead_connection.send_packed_command([_packed_evalsha(self._prefix(name, keys), len(keys), args)])
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                self.settle()  # what this connection held (this call too) is sent again by run
+
+    def settle(self) -> None:
+        """Read the replies of the calls sent ahead, in order.
+
+        Called before each other command of this process (``call``, ``send``), so nothing
+        the process does next can overtake what it sent ahead on the other connection. A
+        reply lost with its connection, or NOSCRIPT, sends that call again with :meth:`run`
+        (its retries apply). A refusal (a script error, or Redis out of memory) raises
+        :class:`RegistrationError` naming the calls, after every reply was read.
+        """
+        if not self._unsettled:
+            return
+        failures: list[str] = []
+        with self._settle_lock:
+            # Others wait on the lock until every reply is read; a call this makes again
+            # (run, which settles first) must not re-enter.
+            if self._settling or not self._unsettled:
+                return
+            self._settling = True
+            connection = self._ahead_connection
+            lost = connection is None
+            try:
+                for sent in self._unsettled:
+                    try:
+                        if not lost:
+                            try:
+                                connection.read_response()
+                                continue
+                            except NoScriptError:
+                                pass  # the script cache was flushed: run loads it again
+                            except (RedisConnectionError, RedisTimeoutError, OSError):
+                                lost = True
+                                connection.disconnect()
+                        self.run(sent.name, sent.keys, sent.args)
+                    except ResponseError as exc:
+                        failures.append(f"{sent.what}: {_translate(exc)}")
+                    except PynencError as exc:
+                        failures.append(f"{sent.what}: {exc}")
+                if connection is not None and self._script_connections is not None:
+                    self._script_connections.give(connection)
+            except BaseException:
+                if connection is not None:
+                    connection.disconnect()  # replies may be left unread on it
+                raise
+            finally:
+                self._unsettled = []
+                self._ahead_connection = None
+                self._settling = False
+        for failure in failures:
+            log.error("not applied: %s", failure)
+        if failures:
+            raise RegistrationError("not applied: " + "; ".join(failures))
+
     def call(self, func: Callable[[Any], T]) -> T:
         """Run ``func(client)``, retrying with backoff on connection errors for ``retry_seconds``."""
+        self.settle()
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
         while True:
@@ -300,6 +392,7 @@ class RedisConnection:
         if connections is None:  # a cluster client: run it now
             result = self.run(name, keys, args)
             return lambda: result
+        self.settle()
         try:
             connection = connections.send(_packed_evalsha(self._prefix(name, keys), len(keys), args))
         except (RedisConnectionError, RedisTimeoutError, OSError):
@@ -361,6 +454,19 @@ class RedisConnection:
                 client.close()
             except Exception:
                 pass
+
+
+#: calls sent ahead whose replies may be unread at once (then the sender reads them)
+AHEAD_WINDOW = 64
+
+
+class _SentAhead:
+    """A call sent by :meth:`RedisConnection.send_ahead`, kept to send again if its reply is lost."""
+
+    __slots__ = ("name", "keys", "args", "what")
+
+    def __init__(self, name: str, keys: Sequence[str | bytes], args: list[Any], what: str) -> None:
+        self.name, self.keys, self.args, self.what = name, keys, args, what
 
 
 def _bulk(value: Any) -> bytes:
@@ -534,6 +640,17 @@ class FinalWatcher(FinalWaiters):
 
 
 _live: weakref.WeakSet[RedisConnection] = weakref.WeakSet()
+
+
+@atexit.register
+def _settle_at_exit() -> None:
+    """Read the replies still pending, so a refused registration is at least logged."""
+    for connection in list(_live):
+        if connection._pid == os.getpid():
+            try:
+                connection.settle()
+            except Exception:  # noqa: BLE001 - settle logged it; nothing else can be done at exit
+                pass
 
 
 def _reset_after_fork() -> None:

@@ -87,6 +87,11 @@ class Task(Generic[P, R]):
         if self.app.conf.dev_mode_force_sync_tasks:
             return self.run_inline(arguments)
         spec = self.make_call(arguments)
+        if spec.registration_key is None and self.app.conf.pipeline_registration:
+            # Without a registration key the call is created under its own id: nothing in
+            # the backend's reply can change what is returned.
+            self.app.orchestrator.register_ahead(spec)
+            return Invocation(self.app, self, spec.invocation_id, arguments)
         return self.register([(spec, arguments)])[0]
 
     def parallelize(

@@ -116,6 +116,13 @@ class ConfigPynenc(ConfigBase):
         "Log format: json, console, or auto (console on a terminal, JSON otherwise).",
         "logging",
     )
+    pipeline_registration = Setting(
+        parse_bool,
+        True,
+        "Redis: a task call without registration concurrency returns once its registration is sent; "
+        "the reply is read before the process's next Redis command (or at exit), where a refusal "
+        "raises RegistrationError. False: each call waits for the reply.",
+    )
     max_pending_seconds = Setting(
         parse_float,
         5.0,

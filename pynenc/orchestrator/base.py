@@ -19,6 +19,12 @@ register(calls)
     nothing). Otherwise store the invocation (status REGISTERED, history entry)
     and enqueue it at priority 0 behind everything already queued.
 
+register_ahead(call)
+    ``register([call])`` for a call without ``registration_key``, whose outcome is
+    known in advance (created under its own id). A backend may send it and read the
+    reply later, but before any other command of the same process, so nothing the
+    process does next can miss it (Redis does; the others register at once).
+
 claim(runner_id, max_count, lease_seconds)
     Pop up to ``max_count`` runnable invocations, highest priority first, FIFO
     within a priority. For each popped one with a ``running_key`` already held by
@@ -126,6 +132,10 @@ class BaseOrchestrator(ABC):
         batches are applied in order). The default registers at once."""
         outcomes = self.register(calls)
         return lambda: outcomes
+
+    def register_ahead(self, call: CallSpec) -> None:
+        """Register a call without registration key; see the contract above."""
+        self.register([call])
 
     @abstractmethod
     def finish(self, runner_id: str, invocation_id: str, outcome: Outcome) -> bool: ...

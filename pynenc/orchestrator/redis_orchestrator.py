@@ -79,6 +79,12 @@ class RedisOrchestrator(BaseOrchestrator):
         read = self.state.send("register", *self._register_args(calls))
         return lambda: self._register_outcomes(calls, read())
 
+    def register_ahead(self, call: CallSpec) -> None:
+        # Pipelined: Redis applies the calls in the order sent, and their replies are read
+        # before this process's next command (RedisConnection.settle).
+        what = f"registration of invocation {call.invocation_id} of {call.task_id}"
+        self.state.send_ahead("register", what, *self._register_args([call]))
+
     def _register_args(self, batch: Sequence[CallSpec]) -> list[Any]:
         now = time.time()
         args: list[Any] = [len(batch)]

@@ -105,6 +105,10 @@ class RedisStateBackend(BaseStateBackend):
         """:meth:`run`, with the reply read later by the function returned (RedisConnection.send)."""
         return self.conn.send(script, self._keys_of(script), [0, self._channel, *args])
 
+    def send_ahead(self, script: str, what: str, *args: Any) -> None:
+        """:meth:`run`, with the reply read before this process's next command (RedisConnection.send_ahead)."""
+        self.conn.send_ahead(script, self._keys_of(script), [0, self._channel, *args], what)
+
     def read_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
         """The records of ``invocation_ids`` in order (None where unknown), READ_BATCH per call."""
         records: list[InvocationRecord | None] = []

@@ -281,7 +281,6 @@ def test_result_waiter_wakes_on_finish(rapp: Pynenc) -> None:
     assert done == [{call.invocation_id}]
 
 
-
 def test_a_stale_final_message_does_not_end_the_wait(rapp: Pynenc) -> None:
     # A message for an id that is not final (e.g. delivered late for an invocation an operator
     # retried since) must not make wait_final report it final.
@@ -303,6 +302,7 @@ def test_a_stale_final_message_does_not_end_the_wait(rapp: Pynenc) -> None:
     finally:
         returned.set()
         publisher.join(5)
+
 
 # ----- isolation, purge, expiry, info -------------------------------------------------------
 def test_purge_removes_only_this_apps_keys(redis_server: RedisServer) -> None:
@@ -425,8 +425,15 @@ def test_python_passes_each_script_the_keys_its_header_declares(rapp: Pynenc, st
         calls.append((name, [k.decode() if isinstance(k, bytes) else k for k in keys]))
         return real_send(name, keys, args)
 
+    real_send_ahead = state.conn.send_ahead
+
+    def recording_send_ahead(name: str, keys: list[str | bytes], args: list[Any], what: str) -> None:
+        calls.append((name, [k.decode() if isinstance(k, bytes) else k for k in keys]))
+        real_send_ahead(name, keys, args, what)
+
     state.conn.run = recording_run  # type: ignore[method-assign]
     state.conn.send = recording_send  # type: ignore[method-assign]
+    state.conn.send_ahead = recording_send_ahead  # type: ignore[method-assign]
     try:
         orchestrator = orchestrator_of(rapp)
         start_runner()
@@ -440,6 +447,7 @@ def test_python_passes_each_script_the_keys_its_header_declares(rapp: Pynenc, st
     finally:
         del state.conn.run
         del state.conn.send
+        del state.conn.send_ahead
     keys = RedisKeys(rapp.app_id)
     scripts = load_scripts()
     assert {"register", "claim", "finish", "kill", "retry", "recover", "info", "read"} <= {name for name, _ in calls}
