@@ -430,6 +430,18 @@ class RedisConnection:
 
         return self.call(attempt)
 
+    def command(self, *args: str | bytes | int | float) -> Any:
+        """One plain command, e.g. ``command("HMGET", key, *fields)``, with :meth:`call`'s retries.
+
+        For reads on hot paths: sent packed on a kept script connection, the reply as hiredis
+        parses it (strings, lists, None), without redis-py's per-command pool bookkeeping.
+        """
+        connections = self._connections()
+        if connections is None:  # a cluster client routes by slot
+            return self.call(lambda client: client.execute_command(*args))
+        packed = b"*%d\r\n%s" % (len(args), b"".join([_bulk(arg) for arg in args]))
+        return self.call(lambda _client: connections.read(connections.send(packed)))
+
     def watcher(self, channel: str) -> FinalWatcher:
         """The process's subscriber to ``channel`` (started on first use, re-created after fork)."""
         with self._lock:

@@ -116,11 +116,13 @@ class SlotWriter:
 
     def _try_take(self, resuming: bool) -> bool:
         with self.lock, self._pool_lock():
-            slots = self.table.read_all()
-            running = sum(1 for s in slots if s.state is SlotState.RUNNING and s.index != self.index)
-            if running >= self.table.limit():
+            # The state fields alone (no snapshot of whole records): this runs on every permit
+            # hand-over, and only _try_take, under the pool lock, moves a slot into RUNNING.
+            states = self.table.states()
+            states[self.index] = SlotState.EMPTY
+            if states.count(SlotState.RUNNING) >= self.table.limit():
                 return False
-            if not resuming and any(s.state is SlotState.RESUMING for s in slots):
+            if not resuming and SlotState.RESUMING in states:
                 return False
             # Only state and heartbeat change: a resuming slot keeps its invocation fields.
             self.table.write(self.index, state=SlotState.RUNNING, heartbeat=time.time())

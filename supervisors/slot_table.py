@@ -409,5 +409,15 @@ class SlotTable:
                 return True
         return False
 
+    def states(self) -> list[int]:
+        """The state field of every slot, as ints (see :meth:`any_in_state`: advisory, no snapshot).
+
+        Enough under the permit lock: a slot only enters RUNNING there, so a count of RUNNING
+        can only be too high (one leaving meanwhile), never too low.
+        """
+        buf, _ = self._locate(0)
+        first = _HEADER_SIZE + _PAYLOAD_OFFSET + _STATE_OFFSET
+        return [_STATE.unpack_from(buf, first + index * RECORD_SIZE)[0] for index in range(self._n_slots)]
+
     def count(self, state: SlotState) -> int:
         return sum(1 for slot in self.read_all() if slot.state is state)

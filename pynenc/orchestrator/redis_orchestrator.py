@@ -273,7 +273,7 @@ class RedisOrchestrator(BaseOrchestrator):
 
     # ----- reads ---------------------------------------------------------------------------
     def get_status(self, invocation_id: str) -> InvocationStatus | None:
-        status = self.conn.call(lambda client: client.hget(self.keys.status, invocation_id))
+        status = self.conn.command("HGET", self.keys.status, invocation_id)
         return InvocationStatus(status) if status else None
 
     def get_record(self, invocation_id: str) -> InvocationRecord | None:
@@ -284,7 +284,7 @@ class RedisOrchestrator(BaseOrchestrator):
 
     def _final_among(self, invocation_ids: list[str]) -> tuple[set[str], set[str]]:
         """(final ids, ids that do not exist)."""
-        statuses = self.conn.call(lambda client: client.hmget(self.keys.status, invocation_ids))
+        statuses = self.conn.command("HMGET", self.keys.status, *invocation_ids)
         final = {i for i, s in zip(invocation_ids, statuses, strict=True) if s and InvocationStatus(s) in FINAL}
         missing = {i for i, s in zip(invocation_ids, statuses, strict=True) if not s}
         return final, missing
