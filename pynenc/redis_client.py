@@ -298,7 +298,7 @@ class RedisConnection:
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 self.settle()  # what this connection held (this call too) is sent again by run
 
-    def settle(self) -> None:
+    def settle(self, then: bytes | None = None) -> Any:
         """Read the replies of the calls sent ahead, in order.
 
         Called before each other command of this process (``call``, ``send``), so nothing
@@ -306,18 +306,29 @@ class RedisConnection:
         reply lost with its connection, or NOSCRIPT, sends that call again with :meth:`run`
         (its retries apply). A refusal (a script error, or Redis out of memory) raises
         :class:`RegistrationError` naming the calls, after every reply was read.
+
+        ``then``: a packed read-only command to send behind them on their connection, so
+        one round trip reads everything; its reply is returned, or ``NOT_SENT`` when it
+        was not sent or its reply is unusable (lost, an error): the caller sends it itself.
         """
         if not self._unsettled:
-            return
+            return NOT_SENT
         failures: list[str] = []
+        result: Any = NOT_SENT
         with self._settle_lock:
             # Others wait on the lock until every reply is read; a call this makes again
             # (run, which settles first) must not re-enter.
             if self._settling or not self._unsettled:
-                return
+                return NOT_SENT
             self._settling = True
             connection = self._ahead_connection
             lost = connection is None
+            if then is not None and not lost:
+                try:
+                    connection.send_packed_command([then])
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    then, lost = None, True
+                    connection.disconnect()
             try:
                 for sent in self._unsettled:
                     try:
@@ -335,6 +346,13 @@ class RedisConnection:
                         failures.append(f"{sent.what}: {_translate(exc)}")
                     except PynencError as exc:
                         failures.append(f"{sent.what}: {exc}")
+                if then is not None and not lost:
+                    try:
+                        result = connection.read_response()
+                    except ResponseError:
+                        result = NOT_SENT  # read whole; the caller's own call reports it
+                    except (RedisConnectionError, RedisTimeoutError, OSError):
+                        connection.disconnect()
                 if connection is not None and self._script_connections is not None:
                     self._script_connections.give(connection)
             except BaseException:
@@ -349,6 +367,7 @@ class RedisConnection:
             log.error("not applied: %s", failure)
         if failures:
             raise RegistrationError("not applied: " + "; ".join(failures))
+        return result
 
     def call(self, func: Callable[[Any], T]) -> T:
         """Run ``func(client)``, retrying with backoff on connection errors for ``retry_seconds``."""
@@ -413,6 +432,11 @@ class RedisConnection:
         """Run a script by name: EVALSHA, falling back to EVAL (which caches it) on NOSCRIPT."""
         script = self.scripts[name]
         connections = self._connections()
+        if self._unsettled and name in READ_ONLY_SCRIPTS and connections is not None:
+            # Behind the calls sent ahead, on their connection: one round trip for all.
+            result = self.settle(then=_packed_evalsha(self._prefix(name, keys), len(keys), args))
+            if result is not NOT_SENT:
+                return result
 
         def attempt(client: Any) -> Any:
             try:
@@ -431,7 +455,7 @@ class RedisConnection:
         return self.call(attempt)
 
     def command(self, *args: str | bytes | int | float) -> Any:
-        """One plain command, e.g. ``command("HMGET", key, *fields)``, with :meth:`call`'s retries.
+        """One plain read-only command, e.g. ``command("HMGET", key, *fields)``, with :meth:`call`'s retries.
 
         For reads on hot paths: sent packed on a kept script connection, the reply as hiredis
         parses it (strings, lists, None), without redis-py's per-command pool bookkeeping.
@@ -440,6 +464,10 @@ class RedisConnection:
         if connections is None:  # a cluster client routes by slot
             return self.call(lambda client: client.execute_command(*args))
         packed = b"*%d\r\n%s" % (len(args), b"".join([_bulk(arg) for arg in args]))
+        if self._unsettled:
+            result = self.settle(then=packed)  # read-only: behind the calls sent ahead, one round trip
+            if result is not NOT_SENT:
+                return result
         return self.call(lambda _client: connections.read(connections.send(packed)))
 
     def watcher(self, channel: str) -> FinalWatcher:
@@ -470,6 +498,10 @@ class RedisConnection:
 
 #: calls sent ahead whose replies may be unread at once (then the sender reads them)
 AHEAD_WINDOW = 64
+#: scripts that change nothing: sent behind the calls sent ahead, on their connection
+READ_ONLY_SCRIPTS = frozenset({"read"})
+#: what settle(then=...) returns when it did not send (or could not use the reply of) ``then``
+NOT_SENT: Any = object()
 
 
 class _SentAhead:
@@ -483,10 +515,15 @@ class _SentAhead:
 
 def _bulk(value: Any) -> bytes:
     """One argument as a RESP bulk string, encoded as redis-py encodes it (floats by repr)."""
-    if isinstance(value, bytes):
-        data = value
-    elif isinstance(value, str):
+    kind = type(value)  # exact types first: this runs for every argument of every call
+    if kind is str:
         data = value.encode()
+    elif kind is bytes:
+        data = value
+    elif kind is int or kind is float:
+        data = repr(value).encode()
+    elif isinstance(value, bytes | str):
+        data = value if isinstance(value, bytes) else value.encode()
     elif isinstance(value, bool):
         raise TypeError("a bool is not a Redis argument")  # as redis-py refuses it
     elif isinstance(value, int | float):

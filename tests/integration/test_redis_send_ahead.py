@@ -55,6 +55,10 @@ def test_calls_return_before_their_replies_and_the_next_read_sees_all_in_order(r
         invocations.append(square(x))
         most_unread = max(most_unread, len(conn._unsettled))
     assert most_unread == AHEAD_WINDOW  # replies were left unread, never more than the window
+    # A read right after goes behind the calls on their connection: it sees the last one.
+    assert history_statuses(rapp, invocations[-1].invocation_id) == [S.REGISTERED]
+    invocations.append(square(-1))
+    assert rapp.orchestrator.get_status(invocations[-1].invocation_id) is S.REGISTERED
     queued = [invocation_id for invocation_id, _ in rapp.orchestrator.broker.peek(len(invocations))]
     assert conn._unsettled == []
     assert queued == [invocation.invocation_id for invocation in invocations]  # applied in call order
