@@ -174,9 +174,15 @@ end
 
 -- The owner's report of how a run ended (SUCCESS, FAILED or RETRY; the caller validated
 -- the kind): 1 done; 0 when the runner does not own the invocation (nothing changed).
+-- FAILED may also end one the runner claimed ahead (PENDING) that cannot start, e.g.
+-- its stored call is unreadable: it goes PENDING -> RUNNING -> FAILED.
 local function finish_run(runner, id, kind, payload)
-  local status = owned_by(runner, id, {RUNNING=true, RESUMED=true})
+  local status = owned_by(runner, id, {RUNNING=true, RESUMED=true, PENDING=(kind == 'FAILED')})
   if not status then return 0 end
+  if status == 'PENDING' then
+    move(id, 'RUNNING', runner, status)
+    status = 'RUNNING'
+  end
   redis.call('ZREM', K.leases, id)
   redis.call('HDEL', K.owner, id)
   drop_waits(id)

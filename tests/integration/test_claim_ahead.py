@@ -71,6 +71,30 @@ def test_a_claim_ahead_is_pending_until_the_next_finish_starts_it(rapp: Pynenc) 
     assert orchestrator.status_counts() == {S.SUCCESS: 3}
 
 
+def test_a_claim_ahead_whose_stored_call_is_corrupted_ends_failed_at_once(rapp: Pynenc) -> None:
+    # Claimed ahead (PENDING) and unreadable: it must end FAILED now, not come back by
+    # lease expiry again and again.
+    orchestrator = orchestrator_of(rapp)
+    first, second, broken = spec(), spec(), spec()
+    orchestrator.register([first, second, broken])
+    orchestrator.conn.call(lambda client: client.hset(orchestrator.keys.spec, broken.invocation_id, "{not json"))
+    orchestrator.claim("r1", 1, 30)
+    reply = orchestrator.finish_start_claim("r1", first.invocation_id, OK, None, 2, 1, 30)()
+    assert [c.invocation_id for c in reply.claimed] == [second.invocation_id]
+    record = orchestrator.get_record(broken.invocation_id)
+    assert record is not None and record.status is S.FAILED
+    assert "stored call is corrupted" in (record.error or "")
+    assert statuses_in_history(rapp, broken.invocation_id) == [S.REGISTERED, S.PENDING, S.RUNNING, S.FAILED]
+    assert orchestrator.recover_expired(3) == []
+
+
+def test_a_runner_cannot_end_what_it_holds_ahead_as_success(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    _, third = running_one_holding_one(orchestrator)
+    assert not orchestrator.finish("r1", third.invocation_id, OK)  # it never ran
+    assert orchestrator.get_status(third.invocation_id) is S.PENDING
+
+
 def test_a_claim_ahead_given_back_is_not_started_by_a_late_finish(rapp: Pynenc) -> None:
     orchestrator = orchestrator_of(rapp)
     second, third = running_one_holding_one(orchestrator)
