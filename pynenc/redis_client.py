@@ -28,7 +28,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -48,7 +48,7 @@ from pynenc.exceptions import (
     PynencError,
     RegistrationError,
 )
-from pynenc.final_waiters import FinalWaiters
+from pynenc.final_waiters import FinalEvent, FinalWaiters
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -624,7 +624,14 @@ class FinalWatcher(FinalWaiters):
     event between the read and the wait is missed, and a final event wakes
     only the waiters of that id. While the subscription is down (Redis
     restarting) waiters fall back to short sleeps.
+
+    The thread is subscribed only while someone waits, and for ``LINGER_SECONDS``
+    after: a process that once waited (a web server, a runner after a fan-in) does
+    not go on receiving every final event of the app. A new waiter subscribes again.
     """
+
+    #: seconds the subscription is kept once nobody waits (back-to-back waits reuse it)
+    LINGER_SECONDS = 0.5
 
     def __init__(self, connection: RedisConnection, channel: str) -> None:
         super().__init__()
@@ -633,8 +640,19 @@ class FinalWatcher(FinalWaiters):
         self.pid = os.getpid()
         self.subscribed = threading.Event()
         self._stopping = threading.Event()
+        self._wanted_since_idle = threading.Event()  # set by watch(): someone waits
+        self._last_wanted = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"pynenc-final-{channel}", daemon=True)
         self._thread.start()
+
+    def _on_first_watch_locked(self) -> None:
+        self._last_wanted = time.monotonic()
+        if not self._wanted_since_idle.is_set():
+            self._wanted_since_idle.set()
+
+    def unwatch(self, ids: Iterable[str], event: FinalEvent) -> set[str]:
+        self._last_wanted = time.monotonic()
+        return super().unwatch(ids, event)
 
     def wait(self, event: threading.Event, timeout: float) -> None:
         """Block until ``event`` is set (one of its ids went final), or ``timeout``."""
@@ -644,21 +662,34 @@ class FinalWatcher(FinalWaiters):
             return
         event.wait(timeout)
 
+    def _idle_now(self) -> bool:
+        """Nobody waits, nor did for LINGER_SECONDS: stop listening until someone does."""
+        with self.lock:
+            if self.anyone_waits_locked() or time.monotonic() - self._last_wanted < self.LINGER_SECONDS:
+                return False
+            self._wanted_since_idle.clear()  # under the lock: a watch() after this sets it again
+            return True
+
     def _run(self) -> None:
         delay = 0.05
         while not self._stopping.is_set():
+            if not self._wanted_since_idle.wait(1.0):
+                continue
             client = None
             pubsub = None
+            went_idle = False
             try:
                 client = self.connection.pubsub_client()
                 pubsub = client.pubsub()
                 pubsub.subscribe(self.channel)
                 while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    self._handle(message)
-                    delay = 0.05
+                    message = pubsub.get_message(timeout=self.LINGER_SECONDS)
+                    if message is not None:
+                        self._handle(message)
+                        delay = 0.05
+                    if self._idle_now():
+                        went_idle = True
+                        break
             except Exception as exc:  # connection lost: say so, back off, subscribe again
                 if self._stopping.is_set():
                     break
@@ -672,8 +703,9 @@ class FinalWatcher(FinalWaiters):
                             closable.close()
                         except Exception:
                             pass
-            self._stopping.wait(delay)
-            delay = min(delay * 2, 1.0)
+            if not went_idle:
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 1.0)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

@@ -281,6 +281,36 @@ def test_result_waiter_wakes_on_finish(rapp: Pynenc) -> None:
     assert done == [{call.invocation_id}]
 
 
+def test_the_subscriber_leaves_the_channel_when_nobody_waits_and_comes_back_for_a_waiter(rapp: Pynenc) -> None:
+    # A process that waited once must not keep receiving every final event of the app.
+    orchestrator = orchestrator_of(rapp)
+    client = orchestrator.conn.client
+    channel = orchestrator.keys.final_channel
+
+    def subscribers() -> int:
+        return int(dict(client.pubsub_numsub(channel))[channel])
+
+    first, second = spec(), spec()
+    orchestrator.register([first, second])
+    waited: list[set[str]] = []
+    thread = threading.Thread(target=lambda: waited.append(orchestrator.wait_final([first.invocation_id], 30)))
+    thread.start()
+    poll(lambda: subscribers() == 1)
+    [claimed] = orchestrator.claim("runner-a", 1, 30)
+    assert orchestrator.finish("runner-a", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(1)))
+    thread.join(10)
+    assert waited == [{first.invocation_id}]
+    poll(lambda: subscribers() == 0)  # nobody waits: unsubscribed after the linger
+
+    thread = threading.Thread(target=lambda: waited.append(orchestrator.wait_final([second.invocation_id], 30)))
+    thread.start()
+    poll(lambda: subscribers() == 1)
+    [claimed] = orchestrator.claim("runner-a", 1, 30)
+    assert orchestrator.finish("runner-a", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(2)))
+    thread.join(10)
+    assert waited[1] == {second.invocation_id}
+
+
 def test_a_stale_final_message_does_not_end_the_wait(rapp: Pynenc) -> None:
     # A message for an id that is not final (e.g. delivered late for an invocation an operator
     # retried since) must not make wait_final report it final.
