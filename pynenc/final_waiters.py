@@ -19,6 +19,8 @@ class FinalEvent(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self.published: set[str] = set()
+        #: SUCCESS results that came with their final events (id -> stored result)
+        self.results: dict[str, str] = {}
 
 
 class FinalWaiters:
@@ -64,6 +66,13 @@ class FinalWaiters:
     def publish(self, ids: Iterable[str]) -> None:
         with self.lock:
             self.publish_locked(ids)
+
+    def publish_result(self, invocation_id: str, result: str) -> None:
+        """``invocation_id`` ended SUCCESS with ``result`` (a final event that carried it)."""
+        with self.lock:
+            for event in self._wanted.get(invocation_id, ()):
+                event.results[invocation_id] = result
+            self.publish_locked([invocation_id])
 
     def publish_locked(self, ids: Iterable[str]) -> None:
         for invocation_id in ids:

@@ -713,7 +713,11 @@ class FinalWatcher(FinalWaiters):
             self.subscribed.set()
             self.wake_all()  # waiters re-read: events before the subscription were not seen
         elif kind == "message":
-            self.publish([message.get("data") or ""])
+            invocation_id, tab, result = (message.get("data") or "").partition("\t")
+            if tab:
+                self.publish_result(invocation_id, result)
+            else:
+                self.publish([invocation_id])
 
     def stop(self) -> None:
         """Ask the thread to end (within a second; it is a daemon, so nobody waits for it)."""

@@ -24,6 +24,7 @@ import orjson
 
 from pynenc.broker.redis_broker import RedisBroker
 from pynenc.exceptions import ConfigurationError, CycleDetectedError, LeaseLostError, SerializationError
+from pynenc.final_waiters import FinalEvent
 from pynenc.models import (
     CallSpec,
     ClaimedInvocation,
@@ -294,7 +295,7 @@ class RedisOrchestrator(BaseOrchestrator):
         if not ids:
             return set()
 
-        def look() -> tuple[bool, set[str]]:
+        def look(_event: FinalEvent) -> tuple[bool, set[str]]:
             final, missing = self._final_among(ids)
             return bool(final or missing), final
 
@@ -302,8 +303,12 @@ class RedisOrchestrator(BaseOrchestrator):
 
     def wait_final_record(self, invocation_id: str, timeout: float) -> InvocationRecord | None:
         # Reading the whole record each time (one script call): once it is final, the caller
-        # has its result without another round trip.
-        def look() -> tuple[bool, InvocationRecord | None]:
+        # has its result without another round trip. A small SUCCESS result comes with its
+        # final event: then the record holds status and result only, and nothing is read.
+        def look(event: FinalEvent) -> tuple[bool, InvocationRecord | None]:
+            result = event.results.get(invocation_id)
+            if result is not None:
+                return True, InvocationRecord(invocation_id, "", {}, InvocationStatus.SUCCESS, result=result)
             record = self.state.get_record(invocation_id)
             if record is None or record.status in FINAL:
                 return True, record
@@ -311,7 +316,7 @@ class RedisOrchestrator(BaseOrchestrator):
 
         return self._watching([invocation_id], timeout, look)
 
-    def _watching(self, ids: list[str], timeout: float, look: Callable[[], tuple[bool, T]]) -> T:
+    def _watching(self, ids: list[str], timeout: float, look: Callable[[FinalEvent], tuple[bool, T]]) -> T:
         """Call ``look`` until it says done or ``timeout`` passes, woken between looks by the
         final channel when one of ``ids`` is published; returns what the last look found.
 
@@ -325,7 +330,7 @@ class RedisOrchestrator(BaseOrchestrator):
         try:
             while True:
                 watcher.take_published(event)
-                done, found = look()
+                done, found = look(event)
                 remaining = deadline - time.monotonic()
                 if done or remaining <= 0:
                     return found

@@ -15,6 +15,9 @@ local OWNED = {PENDING=true, RUNNING=true, PAUSED=true, RESUMED=true}
 local PRIORITY_UNIT = 4294967296
 local ORDER_BASE = 2147483648
 local WAKE_CAP = 64
+-- A SUCCESS result up to this many bytes rides on the final event ("id<TAB>result"), so a
+-- waiter needs no read for it (SUCCESS is never left, so such an event cannot be stale).
+local NOTE_MAX = 512
 
 -- Whether pynenc.status allows the move (TRANSITIONS lists ' FROM>TO ' pairs).
 local function allowed(from, to)
@@ -66,8 +69,9 @@ end
 -- Validated status changes (one or several in a row) with their history entries, in one
 -- read and one write of each hash; final statuses are timestamped and published. The runner
 -- is recorded on every entry, or only on the first when first_only (recovery acts for it once).
-local function moves(id, news, runner, first_only, known)
-  -- known: the status the caller has just read in this script (saves reading it again)
+local function moves(id, news, runner, first_only, known, result)
+  -- known: the status the caller has just read in this script (saves reading it again);
+  -- result: the payload just stored for a SUCCESS (published with it when small)
   local current = known or redis.call('HGET', K.status, id)
   local encoded = {}
   for i, new in ipairs(news) do
@@ -89,12 +93,16 @@ local function moves(id, news, runner, first_only, known)
   redis.call('HSET', K.history, id, history)
   if FINAL[current] then
     redis.call('ZADD', K.final_at, NOW, id)
-    redis.call('PUBLISH', CHANNEL, id)
+    if result and current == 'SUCCESS' and #result <= NOTE_MAX then
+      redis.call('PUBLISH', CHANNEL, id .. '\t' .. result)
+    else
+      redis.call('PUBLISH', CHANNEL, id)
+    end
   end
 end
 
-local function move(id, new, runner, known)
-  moves(id, {new}, runner, false, known)
+local function move(id, new, runner, known, result)
+  moves(id, {new}, runner, false, known, result)
 end
 
 -- The invocation's status when the runner owns it in one of statuses, else false.
@@ -197,7 +205,7 @@ local function finish_run(runner, id, kind, payload)
     move(id, 'RETRY', runner, status)
     enqueue(id, false)
   else
-    move(id, kind, runner, status)
+    move(id, kind, runner, status, payload)
   end
   return 1
 end

@@ -25,7 +25,7 @@ from pynenc.exceptions import (
 )
 from pynenc.models import CallSpec, Outcome, OutcomeKind
 from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
-from pynenc.redis_client import load_scripts
+from pynenc.redis_client import FinalWatcher, load_scripts
 from pynenc.redis_keys import KEY_NAMES, RedisKeys
 from pynenc.serializer.base import encode_json
 from pynenc.serializer.errors import decode_exception
@@ -397,6 +397,50 @@ def test_info_is_listed_by_kind_until_it_expires(rapp: Pynenc) -> None:
     assert set(state.list_info("runner")) == {"r-1"}
     poll(lambda: "host-b" not in state.list_info("supervisor"))
     assert set(state.list_info("supervisor")) == {"host-a"}
+
+
+@app.task
+def gated_echo(text: str) -> str:
+    if not GATE.wait(60):
+        raise TimeoutError("the test never opened the gate")
+    return text
+
+
+@pytest.mark.parametrize("size, reads_after_final", [(10, 0), (2000, 1)], ids=["small", "large"])
+def test_a_small_result_comes_with_its_final_event_and_a_large_one_is_read(
+    rapp: Pynenc, start_runner: Any, size: int, reads_after_final: int
+) -> None:
+    # A waiter outside a task reads the record (not final yet); a small SUCCESS result then
+    # arrives with the final event and needs no read, a large one is read.
+    state = rapp.state_backend
+    assert isinstance(state, RedisStateBackend)
+    reads: list[str] = []
+    real_get_record = state.get_record
+
+    def counting_get_record(invocation_id: str) -> Any:
+        reads.append(invocation_id)
+        return real_get_record(invocation_id)
+
+    state.get_record = counting_get_record  # type: ignore[method-assign]
+    watcher = state.conn.watcher(state.keys.final_channel)
+    GATE.clear()
+    try:
+        start_runner()
+        watcher.LINGER_SECONDS = 60.0  # stays subscribed: no re-read for a new subscription
+        assert square(2).get_result(timeout=30) == 4
+        invocation = gated_echo("x" * size)
+        results: list[str] = []
+        waiter = threading.Thread(target=lambda: results.append(invocation.get_result(timeout=30)))
+        waiter.start()
+        poll(lambda: invocation.invocation_id in reads)  # its first look: not final
+        GATE.set()
+        waiter.join(30)
+        assert results == ["x" * size]
+        assert reads.count(invocation.invocation_id) == 1 + reads_after_final
+    finally:
+        GATE.set()
+        del state.get_record
+        watcher.LINGER_SECONDS = FinalWatcher.LINGER_SECONDS
 
 
 # ----- bad data -----------------------------------------------------------------------------
