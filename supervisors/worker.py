@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -115,6 +116,36 @@ def child_main(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set
             os._exit(code)
 
 
+def _relay_signals(actions: dict[signal.Signals, Callable[[], None]]) -> None:
+    """Act on ``actions``' signals in a thread of their own, never inside a signal handler.
+
+    A Python signal handler runs in the main thread between two bytecodes of whatever it
+    was doing, possibly inside ``Event.set`` of the very event the handler sets: a second
+    SIGTERM (a process group signalled, then the supervisor's warm stop) then waited
+    forever on a lock its own thread held. Here the handlers do nothing; the interpreter's
+    wakeup fd carries each signal number to the relay thread, which acts.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    for signum in actions:
+        signal.signal(signum, _no_op_handler)
+    by_number = {int(signum): action for signum, action in actions.items()}
+
+    def relay() -> None:
+        while True:
+            for number in os.read(read_fd, 64):
+                action = by_number.get(number)
+                if action is not None:
+                    action()
+
+    threading.Thread(target=relay, name="pynenc-signals", daemon=True).start()
+
+
+def _no_op_handler(signum: int, frame: FrameType | None) -> None:
+    """Installed so the interpreter writes the signal to the wakeup fd (see _relay_signals)."""
+
+
 def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[int | signal.Signals]) -> int:
     stopping = threading.Event()
     retire = threading.Event()
@@ -130,16 +161,12 @@ def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[int
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     set_parent_death_signal(signal.SIGTERM)
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
+    def on_term() -> None:
         stopping.set()
         if os.getppid() != spec.supervisor_pid:
             _start_orphan_timer(spec.graceful_timeout)
 
-    def on_retire(signum: int, frame: FrameType | None) -> None:
-        retire.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGUSR1, on_retire)
+    _relay_signals({signal.SIGTERM: on_term, signal.SIGUSR1: retire.set})
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <runner>` dumps its stacks
     signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)  # signals sent meanwhile arrive now
     if os.getppid() != spec.supervisor_pid:  # the supervisor died before the prctl

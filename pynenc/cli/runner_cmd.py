@@ -24,12 +24,13 @@ def start(handle: object) -> None:
     """Start the runner and serve until SIGTERM / Ctrl-C."""
     app = handle.app  # type: ignore[attr-defined]
     the_runner = app.runner
-    stop_requested = threading.Event()
+    signals_seen: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop_requested.is_set():
-            raise SystemExit(128 + signum)
-        stop_requested.set()
+        # No lock here (the handler may run inside code that holds one): a plain list append.
+        signals_seen.append(signum)
+        if len(signals_seen) > 1:
+            raise SystemExit(128 + signum)  # a second signal: stop now
         threading.Thread(target=the_runner.stop_runner_loop, name="pynenc-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -223,3 +223,20 @@ def test_sd_notify_through_a_real_datagram_socket(daemon: DaemonFactory) -> None
         sock.close()
         os.unlink(path) if os.path.exists(path) else None
         os.rmdir(directory)
+
+
+def test_a_runner_stops_on_a_burst_of_sigterm(daemon: DaemonFactory) -> None:
+    # A runner gets SIGTERM twice when the whole process group is signalled (from the sender,
+    # then from the supervisor's warm stop). A handler that took a lock (Event.set) could be
+    # re-entered inside itself by the second signal and deadlock the runner for good.
+    sup = daemon("--processes", "2").ready()
+    t.wait_until(lambda: len(sup.runner_pids()) == 2, 30, "two runners")
+    assert t.add(1, 2).get_result(60) == 3
+    runners = sup.runner_pids()
+    for pid in runners:
+        for _ in range(200):
+            os.kill(pid, signal.SIGTERM)
+    t.wait_until(lambda: not (runners & sup.runner_pids()), 20, "the signalled runners to exit")
+    assert len(sup.events_named("runner exiting")) >= len(runners)
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
