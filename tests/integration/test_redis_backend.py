@@ -290,25 +290,21 @@ def test_the_subscriber_leaves_the_channel_when_nobody_waits_and_comes_back_for_
     def subscribers() -> int:
         return int(dict(client.pubsub_numsub(channel))[channel])
 
+    def wait_while_it_finishes(call: CallSpec) -> None:
+        waited: list[set[str]] = []
+        thread = threading.Thread(target=lambda: waited.append(orchestrator.wait_final([call.invocation_id], 30)))
+        thread.start()
+        poll(lambda: subscribers() == 1)  # subscribed for this waiter
+        [claimed] = orchestrator.claim("runner-a", 1, 30)
+        assert orchestrator.finish("runner-a", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(1)))
+        thread.join(10)
+        assert waited == [{call.invocation_id}]
+
     first, second = spec(), spec()
     orchestrator.register([first, second])
-    waited: list[set[str]] = []
-    thread = threading.Thread(target=lambda: waited.append(orchestrator.wait_final([first.invocation_id], 30)))
-    thread.start()
-    poll(lambda: subscribers() == 1)
-    [claimed] = orchestrator.claim("runner-a", 1, 30)
-    assert orchestrator.finish("runner-a", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(1)))
-    thread.join(10)
-    assert waited == [{first.invocation_id}]
+    wait_while_it_finishes(first)
     poll(lambda: subscribers() == 0)  # nobody waits: unsubscribed after the linger
-
-    thread = threading.Thread(target=lambda: waited.append(orchestrator.wait_final([second.invocation_id], 30)))
-    thread.start()
-    poll(lambda: subscribers() == 1)
-    [claimed] = orchestrator.claim("runner-a", 1, 30)
-    assert orchestrator.finish("runner-a", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(2)))
-    thread.join(10)
-    assert waited[1] == {second.invocation_id}
+    wait_while_it_finishes(second)  # a new waiter subscribes again
 
 
 def test_a_stale_final_message_does_not_end_the_wait(rapp: Pynenc) -> None:
