@@ -40,7 +40,7 @@ from types import FrameType
 from typing import Any
 
 from pynenc.supervisors import worker as worker_mod
-from pynenc.supervisors.permits import LOCK_PREFIX, create_lock_file
+from pynenc.supervisors.permits import LOCK_PREFIX, Doorbells, create_lock_file
 from pynenc.supervisors.sd_notify import Notifier
 from pynenc.supervisors.slot_table import Slot, SlotState, SlotTable, SlotTableFull
 
@@ -139,6 +139,7 @@ class Arbiter:
         self._next_watchdog = 0.0
         self._table: SlotTable | None = None
         self._lock_path = ""
+        self._doorbells: Doorbells | None = None
         self._over_max_paused_logged = False
         self._pipes: list[int] = []
         self._old_handlers: dict[int, Any] = {}
@@ -159,6 +160,7 @@ class Arbiter:
         self._table = SlotTable.create(self._capacity())
         self.table.set_limit(self.processes if self.mode == "process" else self._capacity())
         self._lock_path = create_lock_file()
+        self._doorbells = Doorbells.create(self._capacity())
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._pipes = [self._sig_r, self._sig_w, self._wake_r, self._wake_w]
@@ -179,6 +181,9 @@ class Arbiter:
             except OSError:
                 pass
         self._pipes = []
+        if self._doorbells is not None:
+            self._doorbells.close()
+            self._doorbells = None
         if self._table is not None:
             self._table.close()
             self._table = None
@@ -377,6 +382,8 @@ class Arbiter:
         if code != 0 or slot.state not in (SlotState.IDLE, SlotState.STOPPING, SlotState.EMPTY):
             self._requeue(worker, slot, log)
         self.table.clear(worker.slot)
+        if slot.state is SlotState.RUNNING and self._doorbells is not None:
+            self._doorbells.ring_waiters(self.table)  # its permit is free again
 
     def _requeue(self, worker: Worker, slot: Slot, log: Any) -> None:
         """Put what a dead runner owned back in the queue: released if we stopped it, else recovered."""
@@ -488,6 +495,7 @@ class Arbiter:
             token=uuid.uuid4().hex[:8],
             supervisor_pid=self.pid,
             lock_path=self._lock_path,
+            doorbells=self._doorbells.fds if self._doorbells is not None else (),
             wake_fd=self._wake_w,
             close_fds=(self._sig_r, self._sig_w, self._wake_r),
             mode=self.mode,

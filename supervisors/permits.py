@@ -12,15 +12,18 @@ killed mid-way can never leave the pool locked (a POSIX semaphore or a
 shared with the parent.
 
 Paused invocations that want to resume go first: their slot shows RESUMING and no new
-claim is granted while any slot does.  Waiting is a short poll with backoff (1 ms up to
-5 ms: a paused invocation's hand-over is on the path of every fan-in); only runners with
-nothing to run wait here, and only while every permit is taken.
+claim is granted while any slot does.  A waiting runner sleeps on its slot's doorbell (an
+eventfd, :class:`Doorbells`); whoever gives a permit up rings the waiters' doorbells, the
+RESUMING ones first, so a hand-over (on the path of every fan-in) takes microseconds. A
+poll with backoff (1 ms up to 5 ms) stays underneath, so a missed ring only costs a poll
+interval. Only runners with nothing to run wait here, and only while every permit is taken.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import select
 import tempfile
 import threading
 import time
@@ -47,6 +50,55 @@ def create_lock_file(directory: str | None = None) -> str:
     return path
 
 
+class Doorbells:
+    """One eventfd per slot, made by the supervisor before it forks any runner (all inherit them).
+
+    A runner waiting for a permit sleeps on its own slot's doorbell; a runner giving a permit
+    up rings the doorbells of the slots that may want it (see :meth:`ring_waiters`).
+    """
+
+    def __init__(self, fds: tuple[int, ...]) -> None:
+        self.fds = fds
+
+    @classmethod
+    def create(cls, count: int) -> Doorbells:
+        return cls(tuple(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(count)))
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def ring_waiters(self, table: SlotTable, exclude: int = -1) -> None:
+        """A permit was given up: ring every RESUMING slot (they go first), or if none, every IDLE one.
+
+        An idle runner that is not waiting for a permit (it blocks on the queue) only finds
+        its doorbell rung the next time it waits, and tries once more for nothing.
+        """
+        states = table.states()
+        targets = [i for i, state in enumerate(states) if state == SlotState.RESUMING and i != exclude]
+        if not targets:
+            targets = [i for i, state in enumerate(states) if state == SlotState.IDLE and i != exclude]
+        for index in targets:
+            if index < len(self.fds):
+                try:
+                    os.eventfd_write(self.fds[index], 1)
+                except OSError:  # the counter cannot overflow in practice; a lost ring is polled for
+                    pass
+
+    def wait(self, index: int, timeout: float) -> None:
+        """Sleep until slot ``index``'s doorbell rings or ``timeout`` passes; the ring is consumed."""
+        fd = self.fds[index]
+        readable, _, _ = select.select([fd], [], [], timeout)
+        if readable:
+            try:
+                os.eventfd_read(fd)
+            except BlockingIOError:
+                pass
+
+
 class SlotWriter:
     """The one writer of a slot inside its runner process.
 
@@ -54,10 +106,19 @@ class SlotWriter:
     heartbeat thread both write it, so every write goes through this object's lock.
     """
 
-    def __init__(self, table: SlotTable, index: int, lock_path: str, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        table: SlotTable,
+        index: int,
+        lock_path: str,
+        stopping: threading.Event,
+        doorbells: Doorbells | None = None,
+    ) -> None:
         self.table = table
         self.index = index
         self.stopping = stopping
+        #: None: waiting polls only (thread mode, tests)
+        self.doorbells = doorbells
         self.lock = threading.Lock()
         self._fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
 
@@ -80,7 +141,16 @@ class SlotWriter:
     def set_idle(self) -> Slot:
         """Give the permit back (leaving RUNNING with an invocation counts it done)."""
         with self.lock:
-            return self.table.set_idle(self.index)
+            held = self.holds_permit()
+            slot = self.table.set_idle(self.index)
+        if held:
+            self._ring()
+        return slot
+
+    def _ring(self) -> None:
+        """This slot just gave its permit up: wake the runners that may be waiting for it."""
+        if self.doorbells is not None:
+            self.doorbells.ring_waiters(self.table, exclude=self.index)
 
     def switch_running(self, invocation_id: str, task_id: str) -> Slot:
         """From one invocation straight to the next while keeping the permit (RUNNING -> RUNNING);
@@ -99,11 +169,19 @@ class SlotWriter:
 
     def set_paused(self) -> Slot:
         with self.lock:
-            return self.table.set_paused(self.index)
+            held = self.holds_permit()
+            slot = self.table.set_paused(self.index)
+        if held:
+            self._ring()
+        return slot
 
     def set_stopping(self) -> Slot:
         with self.lock:
-            return self.table.set_stopping(self.index)
+            held = self.holds_permit()
+            slot = self.table.set_stopping(self.index)
+        if held:
+            self._ring()
+        return slot
 
     # ----- permits ------------------------------------------------------------------------
     @contextmanager
@@ -144,5 +222,8 @@ class SlotWriter:
                 return False
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            self.stopping.wait(delay)
+            if self.doorbells is None:
+                self.stopping.wait(delay)
+            else:
+                self.doorbells.wait(self.index, delay)
             delay = min(delay * 2, _MAX_BACKOFF)

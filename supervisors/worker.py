@@ -46,7 +46,7 @@ import psutil
 from pynenc.runners.base import BaseRunner
 from pynenc.runners.thread_runner import ThreadRunner
 from pynenc.supervisors.ahead import ClaimAhead
-from pynenc.supervisors.permits import SlotWriter
+from pynenc.supervisors.permits import Doorbells, SlotWriter
 from pynenc.supervisors.slot_table import SlotState, SlotTable
 
 from pynenc.context import Execution
@@ -73,6 +73,8 @@ class WorkerSpec:
     token: str
     supervisor_pid: int
     lock_path: str
+    #: one eventfd per slot of the table (permits.Doorbells)
+    doorbells: tuple[int, ...]
     wake_fd: int
     close_fds: tuple[int, ...]
     mode: str  # "process" or "threads"
@@ -174,7 +176,7 @@ def _child(app: Pynenc, table: SlotTable, spec: WorkerSpec, signal_mask: set[int
 
     app._logger = app.logger.bind(runner_pid=pid)  # every line of this process names it
     log = app.logger
-    writer = SlotWriter(table, spec.slot_index, spec.lock_path, stopping)
+    writer = SlotWriter(table, spec.slot_index, spec.lock_path, stopping, Doorbells(spec.doorbells))
     writer.write(pid=pid, state=SlotState.IDLE, heartbeat=time.time(), rss_bytes=_rss())
     runner_id = runner_id_for(spec.token, pid)
     try:

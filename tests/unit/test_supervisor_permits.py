@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pynenc.supervisors.permits import SlotWriter, create_lock_file
+from pynenc.supervisors import permits
+from pynenc.supervisors.permits import Doorbells, SlotWriter, create_lock_file
 from pynenc.supervisors.slot_table import SlotState, SlotTable
 
 
@@ -157,3 +158,44 @@ def test_leftovers_of_killed_supervisors_are_swept_and_live_ones_kept(tmp_path: 
     removed = sweep_stale(str(shm_dir), str(lock_dir))
     assert sorted(removed) == sorted(p.name for p in stale)
     assert all(p.exists() for p in live + unrelated) and not any(p.exists() for p in stale)
+
+
+class WatchedDoorbells(Doorbells):
+    """Doorbells that say when a runner has started sleeping on one."""
+
+    def __init__(self, fds: tuple[int, ...]) -> None:
+        super().__init__(fds)
+        self.sleeping = threading.Event()
+
+    def wait(self, index: int, timeout: float) -> None:
+        self.sleeping.set()
+        super().wait(index, timeout)
+
+
+@pytest.mark.parametrize("waiter_state", [SlotState.IDLE, SlotState.RESUMING])
+def test_a_permit_given_up_rings_the_waiting_runner_awake(
+    pool: tuple[SlotTable, str], monkeypatch: pytest.MonkeyPatch, waiter_state: SlotState
+) -> None:
+    table, lock_path = pool
+    table.set_limit(1)
+    monkeypatch.setattr(permits, "_MIN_BACKOFF", 60.0)  # polling alone would take a minute
+    monkeypatch.setattr(permits, "_MAX_BACKOFF", 60.0)
+    bells = WatchedDoorbells(Doorbells.create(8).fds)
+    stopping = threading.Event()
+    try:
+        holder = SlotWriter(table, 0, lock_path, stopping, bells)
+        waiter = SlotWriter(table, 1, lock_path, stopping, bells)
+        assert holder.acquire(timeout=1)
+        waiter.write(state=SlotState.IDLE)
+        resuming = waiter_state is SlotState.RESUMING
+        results: list[bool] = []
+        thread = threading.Thread(target=lambda: results.append(waiter.acquire(resuming=resuming, timeout=120)))
+        thread.start()
+        assert bells.sleeping.wait(10)  # it tried, found the permit taken, and sleeps
+        holder.set_paused() if resuming else holder.set_idle()
+        thread.join(10)
+        assert results == [True]
+        assert table.state_of(1) is SlotState.RUNNING
+    finally:
+        stopping.set()
+        bells.close()
