@@ -11,10 +11,13 @@ re-created (checked with ``os.getpid()``). Every command goes through
 :meth:`RedisConnection.call`, which retries on connection errors and timeouts
 with backoff for up to ``retry_seconds`` so a runner survives a Redis restart.
 
-Replies kept for later (:meth:`RedisConnection.defer`, pipelined single
+Replies kept for later (:meth:`RedisConnection.send_ahead`, pipelined single
 registrations) are read before any other command of the process is sent
 (:meth:`RedisConnection.settle`, called by ``call`` and ``send``) and at exit, so
 whatever this process does next sees what it sent before.
+
+Beside it: :mod:`pynenc.redis_wire` (commands packed by pynenc, and the kept script
+connections) and :mod:`pynenc.redis_watch` (the final-channel subscriber).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -48,7 +51,8 @@ from pynenc.exceptions import (
     PynencError,
     RegistrationError,
 )
-from pynenc.final_waiters import FinalEvent, FinalWaiters
+from pynenc.redis_watch import FinalWatcher
+from pynenc.redis_wire import ScriptConnections, bulk, pack_prefix, packed_evalsha
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -294,7 +298,7 @@ class RedisConnection:
                 self._ahead_connection = connections.take()
             self._unsettled.append(_SentAhead(name, keys, args, what))
             try:
-                self._ahead_connection.send_packed_command([_packed_evalsha(self._prefix(name, keys), len(keys), args)])
+                self._ahead_connection.send_packed_command([packed_evalsha(self._prefix(name, keys), len(keys), args)])
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 self.settle()  # what this connection held (this call too) is sent again by run
 
@@ -391,7 +395,7 @@ class RedisConnection:
         cache_key = (name, tuple(keys))
         prefix = self._packed.get(cache_key)
         if prefix is None:
-            prefix = self._packed[cache_key] = _pack_prefix(self.scripts[name].sha, keys)
+            prefix = self._packed[cache_key] = pack_prefix(self.scripts[name].sha, keys)
         return prefix
 
     def _connections(self) -> ScriptConnections | None:
@@ -413,7 +417,7 @@ class RedisConnection:
             return lambda: result
         self.settle()
         try:
-            connection = connections.send(_packed_evalsha(self._prefix(name, keys), len(keys), args))
+            connection = connections.send(packed_evalsha(self._prefix(name, keys), len(keys), args))
         except (RedisConnectionError, RedisTimeoutError, OSError):
             result = self.run(name, keys, args)
             return lambda: result
@@ -434,7 +438,7 @@ class RedisConnection:
         connections = self._connections()
         if self._unsettled and name in READ_ONLY_SCRIPTS and connections is not None:
             # Behind the calls sent ahead, on their connection: one round trip for all.
-            result = self.settle(then=_packed_evalsha(self._prefix(name, keys), len(keys), args))
+            result = self.settle(then=packed_evalsha(self._prefix(name, keys), len(keys), args))
             if result is not NOT_SENT:
                 return result
 
@@ -442,7 +446,7 @@ class RedisConnection:
             try:
                 try:
                     if connections is not None:
-                        command = _packed_evalsha(self._prefix(name, keys), len(keys), args)
+                        command = packed_evalsha(self._prefix(name, keys), len(keys), args)
                         return connections.read(connections.send(command))
                     return client.evalsha(script.sha, len(keys), *keys, *args)
                 except NoScriptError:
@@ -463,7 +467,7 @@ class RedisConnection:
         connections = self._connections()
         if connections is None:  # a cluster client routes by slot
             return self.call(lambda client: client.execute_command(*args))
-        packed = b"*%d\r\n%s" % (len(args), b"".join([_bulk(arg) for arg in args]))
+        packed = b"*%d\r\n%s" % (len(args), b"".join([bulk(arg) for arg in args]))
         if self._unsettled:
             result = self.settle(then=packed)  # read-only: behind the calls sent ahead, one round trip
             if result is not NOT_SENT:
@@ -513,94 +517,6 @@ class _SentAhead:
         self.name, self.keys, self.args, self.what = name, keys, args, what
 
 
-def _bulk(value: Any) -> bytes:
-    """One argument as a RESP bulk string, encoded as redis-py encodes it (floats by repr)."""
-    kind = type(value)  # exact types first: this runs for every argument of every call
-    if kind is str:
-        data = value.encode()
-    elif kind is bytes:
-        data = value
-    elif kind is int or kind is float:
-        data = repr(value).encode()
-    elif isinstance(value, bytes | str):
-        data = value if isinstance(value, bytes) else value.encode()
-    elif isinstance(value, bool):
-        raise TypeError("a bool is not a Redis argument")  # as redis-py refuses it
-    elif isinstance(value, int | float):
-        data = repr(value).encode()
-    else:
-        raise TypeError(f"{type(value).__name__} is not a Redis argument")
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def _pack_prefix(sha: str, keys: Sequence[str | bytes]) -> bytes:
-    """EVALSHA, sha, number of keys and the keys, as RESP bulk strings (the array header apart)."""
-    return b"".join([_bulk(b"EVALSHA"), _bulk(sha), _bulk(len(keys)), *(_bulk(key) for key in keys)])
-
-
-def _packed_evalsha(prefix: bytes, n_keys: int, args: Sequence[Any]) -> bytes:
-    return b"*%d\r\n%s%s" % (3 + n_keys + len(args), prefix, b"".join([_bulk(arg) for arg in args]))
-
-
-class ScriptConnections:
-    """Connections kept for script calls, taken and given back without the pool's bookkeeping.
-
-    redis-py's pool checks the process id, polls the socket for unread data and records
-    metrics on every checkout: a large part of a transition's client time. A script
-    connection is only given back after its reply was read whole (or it is disconnected
-    first), so it never holds unread data; connections are made with the pool's settings
-    (timeouts, credentials, TLS, health checks), reconnect by themselves when dropped, and
-    a new process makes new ones (the client is rebuilt after fork).
-    """
-
-    #: idle connections kept (more are closed when given back)
-    keep = 16
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-        self.idle: list[Any] = []
-
-    def take(self) -> Any:
-        try:
-            return self.idle.pop()  # atomic: threads never get the same one
-        except IndexError:
-            return self.pool.connection_class(**self.pool.connection_kwargs)
-
-    def give(self, connection: Any) -> None:
-        if len(self.idle) < self.keep:
-            self.idle.append(connection)
-        else:
-            connection.disconnect()
-
-    def drop(self, connection: Any) -> None:
-        """A connection whose state is unknown (error mid-command): closed, then kept."""
-        connection.disconnect()
-        self.give(connection)
-
-    def send(self, command: bytes) -> Any:
-        """Send a packed command on a connection taken for it; returns that connection."""
-        connection = self.take()
-        try:
-            connection.send_packed_command([command])
-        except BaseException:
-            self.drop(connection)
-            raise
-        return connection
-
-    def read(self, connection: Any) -> Any:
-        """The reply to what :meth:`send` sent, raised as redis-py raises it; gives the connection back."""
-        try:
-            response = connection.read_response()
-        except ResponseError:
-            self.give(connection)  # an error reply was read whole: the connection is clean
-            raise
-        except BaseException:
-            self.drop(connection)
-            raise
-        self.give(connection)
-        return response
-
-
 def _translate(exc: ResponseError) -> Exception:
     """Errors the scripts raise on purpose ("PYNENC <code> ...") as pynenc errors."""
     text = str(exc)
@@ -612,116 +528,6 @@ def _translate(exc: ResponseError) -> Exception:
     if other:
         return PynencError(f"Redis script refused the call: {other.group(1)}")
     return exc
-
-
-class FinalWatcher(FinalWaiters):
-    """One subscriber thread per process and channel that wakes result waiters.
-
-    The scripts PUBLISH the id of every invocation that becomes final. A waiter
-    registers the ids it wants (:meth:`watch`), clears its event, reads their
-    statuses, then blocks on its event, which the thread sets when one of
-    *its* ids is published: registering and clearing before reading means no
-    event between the read and the wait is missed, and a final event wakes
-    only the waiters of that id. While the subscription is down (Redis
-    restarting) waiters fall back to short sleeps.
-
-    The thread is subscribed only while someone waits, and for ``LINGER_SECONDS``
-    after: a process that once waited (a web server, a runner after a fan-in) does
-    not go on receiving every final event of the app. A new waiter subscribes again.
-    """
-
-    #: seconds the subscription is kept once nobody waits (back-to-back waits reuse it)
-    LINGER_SECONDS = 0.5
-
-    def __init__(self, connection: RedisConnection, channel: str) -> None:
-        super().__init__()
-        self.connection = connection
-        self.channel = channel
-        self.pid = os.getpid()
-        self.subscribed = threading.Event()
-        self._stopping = threading.Event()
-        self._wanted_since_idle = threading.Event()  # set by watch(): someone waits
-        self._last_wanted = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"pynenc-final-{channel}", daemon=True)
-        self._thread.start()
-
-    def _on_first_watch_locked(self) -> None:
-        self._last_wanted = time.monotonic()
-        if not self._wanted_since_idle.is_set():
-            self._wanted_since_idle.set()
-
-    def unwatch(self, ids: Iterable[str], event: FinalEvent) -> set[str]:
-        self._last_wanted = time.monotonic()
-        return super().unwatch(ids, event)
-
-    def wait(self, event: threading.Event, timeout: float) -> None:
-        """Block until ``event`` is set (one of its ids went final), or ``timeout``."""
-        if not self.subscribed.is_set():
-            # No subscription yet (starting, or Redis away): wait for it briefly, then re-read.
-            self.subscribed.wait(min(timeout, 0.05))
-            return
-        event.wait(timeout)
-
-    def _idle_now(self) -> bool:
-        """Nobody waits, nor did for LINGER_SECONDS: stop listening until someone does."""
-        with self.lock:
-            if self.anyone_waits_locked() or time.monotonic() - self._last_wanted < self.LINGER_SECONDS:
-                return False
-            self._wanted_since_idle.clear()  # under the lock: a watch() after this sets it again
-            return True
-
-    def _run(self) -> None:
-        delay = 0.05
-        while not self._stopping.is_set():
-            if not self._wanted_since_idle.wait(1.0):
-                continue
-            client = None
-            pubsub = None
-            went_idle = False
-            try:
-                client = self.connection.pubsub_client()
-                pubsub = client.pubsub()
-                pubsub.subscribe(self.channel)
-                while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=self.LINGER_SECONDS)
-                    if message is not None:
-                        self._handle(message)
-                        delay = 0.05
-                    if self._idle_now():
-                        went_idle = True
-                        break
-            except Exception as exc:  # connection lost: say so, back off, subscribe again
-                if self._stopping.is_set():
-                    break
-                log.debug("final-channel subscriber: %s; resubscribing in %.2f s", exc, delay)
-            finally:
-                self.subscribed.clear()
-                self.wake_all()
-                for closable in (pubsub, client):
-                    if closable is not None:
-                        try:
-                            closable.close()
-                        except Exception:
-                            pass
-            if not went_idle:
-                self._stopping.wait(delay)
-                delay = min(delay * 2, 1.0)
-
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "subscribe":
-            self.subscribed.set()
-            self.wake_all()  # waiters re-read: events before the subscription were not seen
-        elif kind == "message":
-            invocation_id, tab, result = (message.get("data") or "").partition("\t")
-            if tab:
-                self.publish_result(invocation_id, result)
-            else:
-                self.publish([invocation_id])
-
-    def stop(self) -> None:
-        """Ask the thread to end (within a second; it is a daemon, so nobody waits for it)."""
-        self._stopping.set()
 
 
 _live: weakref.WeakSet[RedisConnection] = weakref.WeakSet()

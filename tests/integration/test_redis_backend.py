@@ -25,8 +25,9 @@ from pynenc.exceptions import (
 )
 from pynenc.models import CallSpec, Outcome, OutcomeKind
 from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
-from pynenc.redis_client import FinalWatcher, load_scripts
+from pynenc.redis_client import load_scripts
 from pynenc.redis_keys import KEY_NAMES, RedisKeys
+from pynenc.redis_watch import FinalWatcher
 from pynenc.serializer.base import encode_json
 from pynenc.serializer.errors import decode_exception
 from pynenc.state_backend.redis_state_backend import RedisStateBackend
