@@ -33,13 +33,14 @@ class FinalWaiters:
     def watch(self, ids: Iterable[str]) -> FinalEvent:
         event = FinalEvent()
         with self.lock:
-            self._on_first_watch_locked()
+            self._on_watch_locked()
             for invocation_id in ids:
                 self._wanted.setdefault(invocation_id, set()).add(event)
         return event
 
-    def _on_first_watch_locked(self) -> None:
-        """Called under the lock by :meth:`watch` (subclasses act when nobody waited before)."""
+    def _on_watch_locked(self) -> None:
+        """Called under the lock by every :meth:`watch`, before the ids are added (a subclass
+        can tell whether anybody waited before, or note that somebody waits now)."""
 
     def take_published(self, event: FinalEvent) -> set[str]:
         """The ids published for ``event`` since the last call, and ``event`` cleared.

@@ -437,9 +437,8 @@ class RedisConnection:
         script = self.scripts[name]
         connections = self._connections()
         if self._unsettled and name in READ_ONLY_SCRIPTS and connections is not None:
-            # Behind the calls sent ahead, on their connection: one round trip for all.
             result = self.settle(then=packed_evalsha(self._prefix(name, keys), len(keys), args))
-            if result is not NOT_SENT:
+            if result is not NOT_SENT:  # read behind the calls sent ahead: one round trip for all
                 return result
 
         def attempt(client: Any) -> Any:

@@ -48,7 +48,7 @@ class FinalWatcher(FinalWaiters):
         self._thread = threading.Thread(target=self._run, name=f"pynenc-final-{channel}", daemon=True)
         self._thread.start()
 
-    def _on_first_watch_locked(self) -> None:
+    def _on_watch_locked(self) -> None:
         self._last_wanted = time.monotonic()
         if not self._wanted_since_idle.is_set():
             self._wanted_since_idle.set()

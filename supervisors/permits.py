@@ -27,7 +27,7 @@ import select
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -81,12 +81,11 @@ class Doorbells:
         targets = [i for i, state in enumerate(states) if state == SlotState.RESUMING and i != exclude]
         if not targets:
             targets = [i for i, state in enumerate(states) if state == SlotState.IDLE and i != exclude]
-        for index in targets:
-            if index < len(self.fds):
-                try:
-                    os.eventfd_write(self.fds[index], 1)
-                except OSError:  # the counter cannot overflow in practice; a lost ring is polled for
-                    pass
+        for index in targets:  # the table and the doorbells have the same number of slots
+            try:
+                os.eventfd_write(self.fds[index], 1)
+            except OSError:  # the counter cannot overflow in practice; a lost ring is polled for
+                pass
 
     def wait(self, index: int, timeout: float) -> None:
         """Sleep until slot ``index``'s doorbell rings or ``timeout`` passes; the ring is consumed."""
@@ -140,17 +139,17 @@ class SlotWriter:
 
     def set_idle(self) -> Slot:
         """Give the permit back (leaving RUNNING with an invocation counts it done)."""
+        return self._leave(self.table.set_idle)
+
+    def _leave(self, change: Callable[[int], Slot]) -> Slot:
+        """Move this slot out of its state with ``change``; if that gave a permit up, ring the
+        doorbells of the runners that may be waiting for it."""
         with self.lock:
             held = self.holds_permit()
-            slot = self.table.set_idle(self.index)
-        if held:
-            self._ring()
-        return slot
-
-    def _ring(self) -> None:
-        """This slot just gave its permit up: wake the runners that may be waiting for it."""
-        if self.doorbells is not None:
+            slot = change(self.index)
+        if held and self.doorbells is not None:
             self.doorbells.ring_waiters(self.table, exclude=self.index)
+        return slot
 
     def switch_running(self, invocation_id: str, task_id: str) -> Slot:
         """From one invocation straight to the next while keeping the permit (RUNNING -> RUNNING);
@@ -168,20 +167,10 @@ class SlotWriter:
         return self.table.any_in_state(SlotState.RESUMING)
 
     def set_paused(self) -> Slot:
-        with self.lock:
-            held = self.holds_permit()
-            slot = self.table.set_paused(self.index)
-        if held:
-            self._ring()
-        return slot
+        return self._leave(self.table.set_paused)
 
     def set_stopping(self) -> Slot:
-        with self.lock:
-            held = self.holds_permit()
-            slot = self.table.set_stopping(self.index)
-        if held:
-            self._ring()
-        return slot
+        return self._leave(self.table.set_stopping)
 
     # ----- permits ------------------------------------------------------------------------
     @contextmanager

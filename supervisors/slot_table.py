@@ -401,16 +401,10 @@ class SlotTable:
     def any_in_state(self, state: SlotState) -> bool:
         """Whether some slot shows ``state``: an advisory glance at the state fields only (no
         consistent snapshot, no CRC), cheap enough for a runner to ask before every claim."""
-        buf, _ = self._locate(0)
-        wanted = int(state)
-        for index in range(self._n_slots):
-            offset = _HEADER_SIZE + index * RECORD_SIZE + _PAYLOAD_OFFSET + _STATE_OFFSET
-            if _STATE.unpack_from(buf, offset)[0] == wanted:
-                return True
-        return False
+        return int(state) in self.states()
 
     def states(self) -> list[int]:
-        """The state field of every slot, as ints (see :meth:`any_in_state`: advisory, no snapshot).
+        """The state field of every slot, as ints: advisory, without a consistent snapshot or CRC.
 
         Enough under the permit lock: a slot only enters RUNNING there, so a count of RUNNING
         can only be too high (one leaving meanwhile), never too low.

@@ -51,7 +51,7 @@ class FinalWatcher(FinalWaiters):
         self._thread = threading.Thread(target=self._run, name="pynenc-sqlite-final", daemon=True)
         self._thread.start()
 
-    def _on_first_watch_locked(self) -> None:
+    def _on_watch_locked(self) -> None:
         if not self.anyone_waits_locked():
             # Idle, the thread did not follow the counter: start from now (the waiter reads
             # statuses after this, so nothing numbered up to here is missed).
