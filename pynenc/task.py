@@ -40,6 +40,11 @@ class Task(Generic[P, R]):
         self.task_id = task_id_of(func)
         self.options = dict(options)
         self.signature = inspect.signature(func)
+        # Every parameter can be passed by keyword (no *args, **kwargs or positional-only):
+        # a run then passes its bound arguments as they are, without inspect rebuilding them.
+        self._by_keyword = all(
+            p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY for p in self.signature.parameters.values()
+        )
         self.is_async = inspect.iscoroutinefunction(func)
         self._conf: ConfigTask | None = None
         _ = self.conf  # validate options at decoration time
@@ -79,6 +84,8 @@ class Task(Generic[P, R]):
         return dict(bound.arguments)
 
     def call_args(self, arguments: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self._by_keyword:
+            return (), arguments
         bound = inspect.BoundArguments(self.signature, arguments)  # type: ignore[arg-type,unused-ignore]
         return bound.args, bound.kwargs
 

@@ -168,6 +168,9 @@ class SlotTable:
         # Only the creating process unlinks: forked children inherit this object and must not.
         self._owner_pid = os.getpid() if owner else None
         self._closed = False
+        # Every slot's state field in one unpack (a permit take reads them all, per invocation).
+        gap = RECORD_SIZE - _STATE.size
+        self._states = struct.Struct("<" + f"I{gap}x" * (n_slots - 1) + "I")
 
     @classmethod
     def create(cls, n_slots: int, name: str | None = None) -> SlotTable:
@@ -357,15 +360,8 @@ class SlotTable:
         current = self._read_own(index)
         done = current.invocations_done + (current.state is SlotState.RUNNING and current.invocation_id != "")
         now = time.time()
-        slot = replace(
-            current,
-            state=SlotState.RUNNING,
-            invocation_id=invocation_id,
-            task_id=task_id,
-            started_at=now,
-            heartbeat=now,
-            invocations_done=done,
-        )
+        # Built directly rather than through dataclasses.replace: this runs once per invocation.
+        slot = Slot(index, current.pid, SlotState.RUNNING, invocation_id, task_id, now, now, done, current.rss_bytes)
         self._store(index, slot)
         return slot
 
@@ -410,8 +406,7 @@ class SlotTable:
         can only be too high (one leaving meanwhile), never too low.
         """
         buf, _ = self._locate(0)
-        first = _HEADER_SIZE + _PAYLOAD_OFFSET + _STATE_OFFSET
-        return [_STATE.unpack_from(buf, first + index * RECORD_SIZE)[0] for index in range(self._n_slots)]
+        return list(self._states.unpack_from(buf, _HEADER_SIZE + _PAYLOAD_OFFSET + _STATE_OFFSET))
 
     def count(self, state: SlotState) -> int:
         return sum(1 for slot in self.read_all() if slot.state is state)

@@ -31,6 +31,17 @@ def add(x: int, y: int) -> int:
 
 
 @app.task
+def every_kind(a: int, /, b: int, *rest: int, c: int = 3, **extra: int) -> list[Any]:
+    """Parameters of every kind: a run must rebuild the call exactly."""
+    return [a, b, list(rest), c, sorted(extra.items())]
+
+
+@app.task
+def keyword_only(a: int, *, b: int = 2) -> list[int]:
+    return [a, b]
+
+
+@app.task
 def echo(value: Any) -> Any:
     return value
 

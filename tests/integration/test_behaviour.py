@@ -58,6 +58,13 @@ def test_result_status_and_attributes(app: Pynenc, runner: Any) -> None:
     assert history == [S.REGISTERED, S.PENDING, S.RUNNING, S.SUCCESS]
 
 
+def test_arguments_of_every_parameter_kind_reach_the_task(app: Pynenc, runner: Any) -> None:
+    assert t.every_kind(1, 2).result == [1, 2, [], 3, []]
+    assert t.every_kind(1, 2, 5, 6, c=7, d=8, e=9).result == [1, 2, [5, 6], 7, [("d", 8), ("e", 9)]]
+    assert t.keyword_only(1).result == [1, 2]
+    assert t.keyword_only(a=1, b=5).result == [1, 5]
+
+
 def test_values_round_trip_through_the_backend(app: Pynenc, runner: Any) -> None:
     for value in [None, 1.5, "text", [1, [2]], {"a": (1, 2)}, (1, 2), {1, 2}, b"bytes"]:
         assert t.echo(value).result == value

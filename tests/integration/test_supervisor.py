@@ -19,7 +19,7 @@ S = InvocationStatus
 
 
 def test_2000_invocations_with_two_processes_then_clean_exit_on_term(daemon: DaemonFactory) -> None:
-    sup = daemon("--processes", "2").ready()
+    sup = daemon("--processes", "2", "--log-level", "DEBUG").ready()  # per-invocation lines are DEBUG
     invocations = list(t.add.parallelize([(i, i) for i in range(2000)]))
     assert sorted(inv.get_result(120) for inv in invocations) == [2 * i for i in range(2000)]
     sup.send(signal.SIGTERM)
