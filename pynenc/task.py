@@ -45,6 +45,12 @@ class Task(Generic[P, R]):
         self._by_keyword = all(
             p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY for p in self.signature.parameters.values()
         )
+        # The parameter names when every one is plain positional-or-keyword: a call giving
+        # each of them positionally then binds by position, without inspect (same result).
+        params = self.signature.parameters.values()
+        self._plain_names: tuple[str, ...] | None = (
+            tuple(p.name for p in params) if all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params) else None
+        )
         self.is_async = inspect.iscoroutinefunction(func)
         self._conf: ConfigTask | None = None
         _ = self.conf  # validate options at decoration time
@@ -76,6 +82,9 @@ class Task(Generic[P, R]):
 
     # ----- calling -------------------------------------------------------------------------
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        names = self._plain_names
+        if names is not None and not kwargs and len(args) == len(names):
+            return dict(zip(names, args, strict=True))
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -152,9 +161,10 @@ class Task(Generic[P, R]):
 
     def serialize_arguments(self, arguments: dict[str, Any]) -> dict[str, str]:
         serialized = {}
+        dumps = self.app.serializer.dumps
         for name, value in arguments.items():
             try:
-                serialized[name] = self.app.serializer.dumps(value)
+                serialized[name] = dumps(value)
             except SerializationError as exc:
                 raise SerializationError(f"{self.task_id}: argument {name!r} cannot be serialized: {exc}") from exc
         return serialized
@@ -204,10 +214,11 @@ class Task(Generic[P, R]):
 
 
 def _digest(task_id: str, serialized: dict[str, str]) -> str:
-    digest = hashlib.sha1(task_id.encode())
+    # One buffer hashed once: the same bytes, so the same digest, as hashing piece by piece.
+    parts = [task_id.encode()]
     for name in sorted(serialized):
-        digest.update(b"\0" + name.encode() + b"=" + serialized[name].encode())
-    return digest.hexdigest()
+        parts.append(b"\0" + name.encode() + b"=" + serialized[name].encode())
+    return hashlib.sha1(b"".join(parts)).hexdigest()
 
 
 class DirectTask(Generic[P, R]):

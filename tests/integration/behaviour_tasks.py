@@ -254,4 +254,3 @@ def prepared_app(app_id_prefix: str, configure_backend: Callable[[Pynenc], None]
         gate.set()
     app.purge()
     app.reset_components()
-
