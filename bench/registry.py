@@ -104,6 +104,11 @@ def _pynenc(bin_dir: Path, url: str) -> list[list[str]]:
     return [[*command, "--processes", "2", "--app", "bench.peers.pynenc_app.app"]]
 
 
+#: Every peer gets the reply parser pynenc uses (redis-py picks hiredis up when installed):
+#: without it each Redis reply, the tasks' own RPUSH included, costs a peer more CPU than
+#: it costs pynenc, and the comparison would measure the parser as much as the queue.
+HIREDIS = "hiredis==3.5.0"
+
 SYSTEMS: dict[str, SystemSpec] = {
     spec.name: spec
     for spec in (
@@ -118,21 +123,21 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "celery",
-            ("celery[redis]==5.7.0",),
+            ("celery[redis]==5.7.0", HIREDIS),
             "bench.peers.celery_app",
             _celery,
             "celery worker -P prefork -c 2",
         ),
         SystemSpec(
             "dramatiq",
-            ("dramatiq[redis]==2.2.1",),
+            ("dramatiq[redis]==2.2.1", HIREDIS),
             "bench.peers.dramatiq_app",
             _dramatiq,
             "dramatiq -p 2 (default threads)",
         ),
-        SystemSpec("huey", ("huey==3.5.4", "redis==8.1.0"), "bench.peers.huey_app", _huey, "huey -k process -w 2"),
-        SystemSpec("rq", ("rq==2.12.0",), "bench.peers.rq_app", _rq, "rq worker-pool -n 2"),
-        SystemSpec("arq", ("arq==0.28.0",), "bench.peers.arq_app", _arq, "2 x arq worker (no pool option)"),
+        SystemSpec("huey", ("huey==3.5.4", "redis==8.1.0", HIREDIS), "bench.peers.huey_app", _huey, "huey -k process -w 2"),
+        SystemSpec("rq", ("rq==2.12.0", HIREDIS), "bench.peers.rq_app", _rq, "rq worker-pool -n 2"),
+        SystemSpec("arq", ("arq==0.28.0", HIREDIS), "bench.peers.arq_app", _arq, "2 x arq worker (no pool option)"),
     )
 }
 
