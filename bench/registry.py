@@ -135,7 +135,9 @@ SYSTEMS: dict[str, SystemSpec] = {
             _dramatiq,
             "dramatiq -p 2 (default threads)",
         ),
-        SystemSpec("huey", ("huey==3.5.4", "redis==8.1.0", HIREDIS), "bench.peers.huey_app", _huey, "huey -k process -w 2"),
+        SystemSpec(
+            "huey", ("huey==3.5.4", "redis==8.1.0", HIREDIS), "bench.peers.huey_app", _huey, "huey -k process -w 2"
+        ),
         SystemSpec("rq", ("rq==2.12.0", HIREDIS), "bench.peers.rq_app", _rq, "rq worker-pool -n 2"),
         SystemSpec("arq", ("arq==0.28.0", HIREDIS), "bench.peers.arq_app", _arq, "2 x arq worker (no pool option)"),
     )
