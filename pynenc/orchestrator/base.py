@@ -209,6 +209,12 @@ class BaseOrchestrator(ABC):
     def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
         """Block until at least one of the ids is final or ``timeout`` passes; return the final ones."""
 
+    def wait_all_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
+        """Block until every id is final (or does not exist) or ``timeout`` passes; return the
+        final ones. It may return earlier, with some final, so callers loop over what is left
+        (this default is :meth:`wait_final`; Redis waits for all in one watch)."""
+        return self.wait_final(invocation_ids, timeout)
+
     @abstractmethod
     def wait_for_work(self, timeout: float) -> None:
         """Block until work may be claimable or ``timeout`` passes (spurious wake-ups allowed)."""

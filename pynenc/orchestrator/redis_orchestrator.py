@@ -295,17 +295,45 @@ class RedisOrchestrator(BaseOrchestrator):
         if not ids:
             return set()
 
-        def look(_event: FinalEvent) -> tuple[bool, set[str]]:
-            final, missing = self._final_among(ids)
+        def look(event: FinalEvent, published: set[str]) -> tuple[bool, set[str]]:
+            # A small SUCCESS result comes with its final event and SUCCESS is never left, so
+            # those ids are final without a read. Other published ids are read; every id is
+            # read when nothing was published (the first look, a timeout, or a wake after the
+            # subscriber reconnected, when events may have been missed).
+            final = {i for i in ids if i in event.results}
+            to_read = [i for i in ids if i not in final and (not published or i in published)]
+            if not to_read:
+                return bool(final), final
+            found, missing = self._final_among(to_read)
+            final |= found
             return bool(final or missing), final
 
         return self._watching(ids, timeout, look)
+
+    def wait_all_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
+        ids = list(invocation_ids)
+        final: set[str] = set()
+        missing: set[str] = set()
+
+        def look(event: FinalEvent, published: set[str]) -> tuple[bool, set[str]]:
+            # As wait_final's look, over the ids not yet known final: one watch for the whole
+            # wait, and a status read only for events that carry no result.
+            pending = [i for i in ids if i not in final and i not in missing]
+            final.update(i for i in pending if i in event.results)
+            to_read = [i for i in pending if i not in final and (not published or i in published)]
+            if to_read:
+                found, gone = self._final_among(to_read)
+                final.update(found)
+                missing.update(gone)
+            return len(final) + len(missing) >= len(ids), set(final)
+
+        return self._watching(ids, timeout, look) if ids else set()
 
     def wait_final_record(self, invocation_id: str, timeout: float) -> InvocationRecord | None:
         # Reading the whole record each time (one script call): once it is final, the caller
         # has its result without another round trip. A small SUCCESS result comes with its
         # final event: then the record holds status and result only, and nothing is read.
-        def look(event: FinalEvent) -> tuple[bool, InvocationRecord | None]:
+        def look(event: FinalEvent, _published: set[str]) -> tuple[bool, InvocationRecord | None]:
             result = event.results.get(invocation_id)
             if result is not None:
                 return True, InvocationRecord(invocation_id, "", {}, InvocationStatus.SUCCESS, result=result)
@@ -316,10 +344,11 @@ class RedisOrchestrator(BaseOrchestrator):
 
         return self._watching([invocation_id], timeout, look)
 
-    def _watching(self, ids: list[str], timeout: float, look: Callable[[FinalEvent], tuple[bool, T]]) -> T:
+    def _watching(self, ids: list[str], timeout: float, look: Callable[[FinalEvent, set[str]], tuple[bool, T]]) -> T:
         """Call ``look`` until it says done or ``timeout`` passes, woken between looks by the
         final channel when one of ``ids`` is published; returns what the last look found.
 
+        ``look`` gets the event and the ids published since the last look (none at first).
         A message only says "look": it can be stale (published before we watched, delivered
         late, for an invocation an operator has retried since), so ``look`` decides. Taking
         the messages re-arms the event.
@@ -329,8 +358,8 @@ class RedisOrchestrator(BaseOrchestrator):
         event = watcher.watch(ids)
         try:
             while True:
-                watcher.take_published(event)
-                done, found = look(event)
+                published = watcher.take_published(event)
+                done, found = look(event, published)
                 remaining = deadline - time.monotonic()
                 if done or remaining <= 0:
                     return found

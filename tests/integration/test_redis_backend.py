@@ -440,6 +440,46 @@ def test_a_small_result_comes_with_its_final_event_and_a_large_one_is_read(
         watcher.LINGER_SECONDS = FinalWatcher.LINGER_SECONDS
 
 
+@pytest.mark.parametrize("size, reads_per_finish", [(10, 0), (2000, 1)], ids=["small", "large"])
+def test_waiting_for_a_whole_group_reads_statuses_only_for_events_without_a_result(
+    rapp: Pynenc, size: int, reads_per_finish: int
+) -> None:
+    # What a paused task does for its group: one watch until every member is final. The
+    # first look reads every status; then a small SUCCESS result on its final event needs no
+    # read, a large one (the event carries only the id) is read.
+    orchestrator = orchestrator_of(rapp)
+    invocations = [square(i) for i in range(3)]
+    ids = [inv.invocation_id for inv in invocations]
+    claimed = orchestrator.claim("test-runner", 3, 60)
+    assert sorted(c.invocation_id for c in claimed) == sorted(ids)
+    reads: list[str] = []
+    real_final_among = orchestrator._final_among
+
+    def counting_final_among(invocation_ids: list[str]) -> Any:
+        reads.extend(invocation_ids)
+        return real_final_among(invocation_ids)
+
+    orchestrator._final_among = counting_final_among  # type: ignore[method-assign]
+    watcher = orchestrator.conn.watcher(orchestrator.keys.final_channel)
+    watcher.LINGER_SECONDS = 60.0  # stays subscribed: no re-read for a new subscription
+    watcher.unwatch([], watcher.watch([]))  # subscribes now (a new subscription re-reads all)
+    assert watcher.subscribed.wait(15)
+    done: list[set[str]] = []
+    try:
+        waiter = threading.Thread(target=lambda: done.append(orchestrator.wait_all_final(ids, 30)))
+        waiter.start()
+        poll(lambda: len(reads) == 3)  # the first look: none final yet
+        for invocation_id in ids:
+            payload = encode_json("x" * size)
+            assert orchestrator.finish("test-runner", invocation_id, Outcome(OutcomeKind.SUCCESS, payload))
+        waiter.join(30)
+        assert done == [set(ids)]
+        assert len(reads) == 3 + reads_per_finish * len(ids)  # each id read at most once after its event
+    finally:
+        del orchestrator._final_among
+        watcher.LINGER_SECONDS = FinalWatcher.LINGER_SECONDS
+
+
 # ----- bad data -----------------------------------------------------------------------------
 def test_corrupted_payloads_fail_only_their_invocation(rapp: Pynenc, redis_server: RedisServer) -> None:
     orchestrator = orchestrator_of(rapp)
