@@ -111,6 +111,10 @@ class RedisKeys:
     def final_channel(self) -> str:
         return prefix(self.app_id) + "final"
 
+    def runner_final_channel(self, runner_id: str) -> str:
+        """Final events of the invocations that a runner's paused invocations wait on."""
+        return f"{self.final_channel}:{runner_id}"
+
     def keys(self, names: list[str] | tuple[str, ...]) -> list[str]:
         return [self.key(name) for name in names]
 

@@ -243,7 +243,7 @@ class BaseRunner(ABC):
                 if left <= 0:
                     timed_out = ResultTimeoutError(f"invocations {remaining} not final after {timeout} s")
                     break
-                done = orchestrator.wait_all_final(remaining, min(left, 0.5))
+                done = orchestrator.wait_all_final(remaining, min(left, 0.5), self.runner_id)
                 remaining = [i for i in remaining if i not in done]
         finally:
             self.on_resume(execution)

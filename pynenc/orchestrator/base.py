@@ -209,10 +209,13 @@ class BaseOrchestrator(ABC):
     def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
         """Block until at least one of the ids is final or ``timeout`` passes; return the final ones."""
 
-    def wait_all_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
+    def wait_all_final(self, invocation_ids: Sequence[str], timeout: float, runner_id: str | None = None) -> set[str]:
         """Block until every id is final (or does not exist) or ``timeout`` passes; return the
         final ones. It may return earlier, with some final, so callers loop over what is left
-        (this default is :meth:`wait_final`; Redis waits for all in one watch)."""
+        (this default is :meth:`wait_final`; Redis waits for all in one watch).
+
+        ``runner_id``: the runner whose paused invocation waits (after :meth:`wait` recorded
+        the waits); Redis then listens only to that runner's final events."""
         return self.wait_final(invocation_ids, timeout)
 
     @abstractmethod

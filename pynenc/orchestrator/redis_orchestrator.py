@@ -310,7 +310,7 @@ class RedisOrchestrator(BaseOrchestrator):
 
         return self._watching(ids, timeout, look)
 
-    def wait_all_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
+    def wait_all_final(self, invocation_ids: Sequence[str], timeout: float, runner_id: str | None = None) -> set[str]:
         ids = list(invocation_ids)
         final: set[str] = set()
         missing: set[str] = set()
@@ -327,7 +327,11 @@ class RedisOrchestrator(BaseOrchestrator):
                 missing.update(gone)
             return len(final) + len(missing) >= len(ids), set(final)
 
-        return self._watching(ids, timeout, look) if ids else set()
+        # A runner's paused invocation listens on the runner's own channel, where the scripts
+        # publish the final events of what it waits on (recorded by the wait script), instead
+        # of receiving every final event of the app in every paused runner.
+        channel = self.keys.final_channel if runner_id is None else self.keys.runner_final_channel(runner_id)
+        return self._watching(ids, timeout, look, channel) if ids else set()
 
     def wait_final_record(self, invocation_id: str, timeout: float) -> InvocationRecord | None:
         # Reading the whole record each time (one script call): once it is final, the caller
@@ -344,7 +348,13 @@ class RedisOrchestrator(BaseOrchestrator):
 
         return self._watching([invocation_id], timeout, look)
 
-    def _watching(self, ids: list[str], timeout: float, look: Callable[[FinalEvent, set[str]], tuple[bool, T]]) -> T:
+    def _watching(
+        self,
+        ids: list[str],
+        timeout: float,
+        look: Callable[[FinalEvent, set[str]], tuple[bool, T]],
+        channel: str | None = None,
+    ) -> T:
         """Call ``look`` until it says done or ``timeout`` passes, woken between looks by the
         final channel when one of ``ids`` is published; returns what the last look found.
 
@@ -354,7 +364,7 @@ class RedisOrchestrator(BaseOrchestrator):
         the messages re-arms the event.
         """
         deadline = time.monotonic() + timeout
-        watcher = self.conn.watcher(self.keys.final_channel)
+        watcher = self.conn.watcher(channel or self.keys.final_channel)
         event = watcher.watch(ids)
         try:
             while True:

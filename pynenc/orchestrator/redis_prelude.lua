@@ -66,6 +66,22 @@ local function task_of(id)
   return decode(redis.call('HGET', K.spec, id)).task_id or '?'
 end
 
+-- The final event of id, also on the channel of each runner whose paused invocation waits
+-- on it ("<channel>:<runner id>"): a paused task's runner listens there, not to every final
+-- event of the app.
+local function notify_waiting_runners(id, note)
+  local raw = redis.call('HGET', K.waited_by, id)
+  if not raw then return end  -- the usual case: nobody waits on it from inside a task
+  local notified = {}
+  for _, waiter in ipairs(decode(raw)) do
+    local runner = redis.call('HGET', K.owner, waiter)
+    if runner and not notified[runner] then
+      notified[runner] = true
+      redis.call('PUBLISH', CHANNEL .. ':' .. runner, note)
+    end
+  end
+end
+
 -- Validated status changes (one or several in a row) with their history entries, in one
 -- read and one write of each hash; final statuses are timestamped and published. The runner
 -- is recorded on every entry, or only on the first when first_only (recovery acts for it once).
@@ -93,11 +109,10 @@ local function moves(id, news, runner, first_only, known, result)
   redis.call('HSET', K.history, id, history)
   if FINAL[current] then
     redis.call('ZADD', K.final_at, NOW, id)
-    if result and current == 'SUCCESS' and #result <= NOTE_MAX then
-      redis.call('PUBLISH', CHANNEL, id .. '\t' .. result)
-    else
-      redis.call('PUBLISH', CHANNEL, id)
-    end
+    local note = id
+    if result and current == 'SUCCESS' and #result <= NOTE_MAX then note = id .. '\t' .. result end
+    redis.call('PUBLISH', CHANNEL, note)
+    notify_waiting_runners(id, note)
   end
 end
 

@@ -480,6 +480,31 @@ def test_waiting_for_a_whole_group_reads_statuses_only_for_events_without_a_resu
         watcher.LINGER_SECONDS = FinalWatcher.LINGER_SECONDS
 
 
+def test_a_paused_invocations_runner_hears_only_of_what_it_waits_on(rapp: Pynenc, redis_server: RedisServer) -> None:
+    # A paused task's runner listens on its own channel; the scripts publish there the final
+    # events of the invocations its paused ones wait on, and nothing else.
+    orchestrator = orchestrator_of(rapp)
+    waiting, awaited, unrelated = square(1), square(2), square(3)
+    assert [c.invocation_id for c in orchestrator.claim("runner-a", 1, 60)] == [waiting.invocation_id]
+    client = redis_server.client(decode_responses=True)
+    pubsub = client.pubsub()
+    try:
+        pubsub.subscribe(orchestrator.keys.runner_final_channel("runner-a"))
+        assert pubsub.get_message(timeout=10)["type"] == "subscribe"  # type: ignore[index]
+        assert orchestrator.wait("runner-a", waiting.invocation_id, [awaited.invocation_id])
+        claimed = {c.invocation_id for c in orchestrator.claim("runner-b", 2, 60)}
+        assert claimed == {awaited.invocation_id, unrelated.invocation_id}
+        for invocation_id in (unrelated.invocation_id, awaited.invocation_id):
+            assert orchestrator.finish("runner-b", invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(4)))
+        # The unrelated one finished first: had it been published here, it would come first.
+        message = pubsub.get_message(timeout=10)
+        assert message is not None and message["data"] == f"{awaited.invocation_id}\t{encode_json(4)}"
+        assert orchestrator.wait_all_final([awaited.invocation_id], 10, "runner-a") == {awaited.invocation_id}
+    finally:
+        pubsub.close()
+        client.close()
+
+
 # ----- bad data -----------------------------------------------------------------------------
 def test_corrupted_payloads_fail_only_their_invocation(rapp: Pynenc, redis_server: RedisServer) -> None:
     orchestrator = orchestrator_of(rapp)

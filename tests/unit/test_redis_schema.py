@@ -84,6 +84,7 @@ def test_every_key_of_an_app_carries_its_hash_tag_and_one_slot() -> None:
     assert all(key.startswith("pynenc:{shop-app}:") for key in keys)
     assert len({key_slot(key.encode()) for key in keys}) == 1
     assert RedisKeys("shop-app").final_channel == "pynenc:{shop-app}:final"
+    assert RedisKeys("shop-app").runner_final_channel("vm-12-ab") == "pynenc:{shop-app}:final:vm-12-ab"
     assert set(PER_INVOCATION_HASHES) <= set(KEY_NAMES)
     other = RedisKeys("other-app").all_keys()
     assert not set(keys) & set(other)

@@ -1,7 +1,8 @@
 -- fail: end a queued (not yet claimed) invocation FAILED with an error, or replace the error
 -- of one that is already FAILED (the provisional error wait stores for a recursive call).
 -- KEYS[1] status      KEYS[2] error      KEYS[3] history      KEYS[4] queue
--- KEYS[5] reg_index   KEYS[6] ctl        KEYS[7] final_at
+-- KEYS[5] reg_index   KEYS[6] ctl        KEYS[7] final_at     KEYS[8] owner
+-- KEYS[9] waited_by  (the final event also goes to the runners of waiting invocations)
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] invocation id  ARGV[4] error payload
 -- Returns: 1 FAILED now (or error replaced); 0 unknown, claimed or final otherwise.
 local id, payload = ARGV[3], ARGV[4]

@@ -2,7 +2,8 @@
 -- to the queue (REROUTED, at the back); its error is cleared.
 -- KEYS[1] status      KEYS[2] error      KEYS[3] history      KEYS[4] queue
 -- KEYS[5] seq         KEYS[6] fseq       KEYS[7] priority     KEYS[8] ctl
--- KEYS[9] reg_index   KEYS[10] wake      KEYS[11] final_at
+-- KEYS[9] reg_index   KEYS[10] wake      KEYS[11] final_at    KEYS[12] owner
+-- KEYS[13] waited_by (declared because the shared move may publish to waiters' runners)
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] invocation id
 -- Returns: 1 re-queued; 0 unknown or not in one of those statuses.
 local id = ARGV[3]
