@@ -52,7 +52,7 @@ from pynenc.exceptions import (
     RegistrationError,
 )
 from pynenc.redis_watch import FinalWatcher
-from pynenc.redis_wire import ScriptConnections, bulk, pack_prefix, packed_evalsha
+from pynenc.redis_wire import ScriptConnections, pack_prefix, packed_command, packed_evalsha
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -466,7 +466,7 @@ class RedisConnection:
         connections = self._connections()
         if connections is None:  # a cluster client routes by slot
             return self.call(lambda client: client.execute_command(*args))
-        packed = b"*%d\r\n%s" % (len(args), b"".join([bulk(arg) for arg in args]))
+        packed = packed_command(args)
         if self._unsettled:
             result = self.settle(then=packed)  # read-only: behind the calls sent ahead, one round trip
             if result is not NOT_SENT:

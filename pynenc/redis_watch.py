@@ -113,8 +113,10 @@ class FinalWatcher(FinalWaiters):
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "subscribe":
+            # Waiters re-read: events before the subscription were not seen. Woken before
+            # `subscribed` is set, so whoever sees it set knows that wake-up is behind it.
+            self.wake_all()
             self.subscribed.set()
-            self.wake_all()  # waiters re-read: events before the subscription were not seen
         elif kind == "message":
             invocation_id, tab, result = (message.get("data") or "").partition("\t")
             if tab:

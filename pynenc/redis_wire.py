@@ -42,6 +42,11 @@ def packed_evalsha(prefix: bytes, n_keys: int, args: Sequence[Any]) -> bytes:
     return b"*%d\r\n%s%s" % (3 + n_keys + len(args), prefix, b"".join([bulk(arg) for arg in args]))
 
 
+def packed_command(args: Sequence[Any]) -> bytes:
+    """A whole command (name and arguments) as one RESP array."""
+    return b"*%d\r\n%s" % (len(args), b"".join([bulk(arg) for arg in args]))
+
+
 class ScriptConnections:
     """Connections kept for script calls, taken and given back without the pool's bookkeeping.
 

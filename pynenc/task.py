@@ -40,16 +40,14 @@ class Task(Generic[P, R]):
         self.task_id = task_id_of(func)
         self.options = dict(options)
         self.signature = inspect.signature(func)
+        kinds = {p.kind for p in self.signature.parameters.values()}
         # Every parameter can be passed by keyword (no *args, **kwargs or positional-only):
         # a run then passes its bound arguments as they are, without inspect rebuilding them.
-        self._by_keyword = all(
-            p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY for p in self.signature.parameters.values()
-        )
+        self._by_keyword = kinds <= {inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY}
         # The parameter names when every one is plain positional-or-keyword: a call giving
         # each of them positionally then binds by position, without inspect (same result).
-        params = self.signature.parameters.values()
         self._plain_names: tuple[str, ...] | None = (
-            tuple(p.name for p in params) if all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params) else None
+            tuple(self.signature.parameters) if kinds <= {inspect.Parameter.POSITIONAL_OR_KEYWORD} else None
         )
         self.is_async = inspect.iscoroutinefunction(func)
         self._conf: ConfigTask | None = None

@@ -290,48 +290,51 @@ class RedisOrchestrator(BaseOrchestrator):
         missing = {i for i, s in zip(invocation_ids, statuses, strict=True) if not s}
         return final, missing
 
+    def _look_final(self, event: FinalEvent, published: set[str], ids: list[str]) -> tuple[set[str], set[str]]:
+        """(final, missing) among ``ids``, reading as few statuses as the events allow.
+
+        A small SUCCESS result comes with its final event and SUCCESS is never left, so those
+        ids are final without a read. Other published ids are read; every id is read when
+        nothing was published (the first look, a timeout, or a wake after the subscriber
+        reconnected, when events may have been missed).
+        """
+        final = {i for i in ids if i in event.results}
+        to_read = [i for i in ids if i not in final and (not published or i in published)]
+        if not to_read:
+            return final, set()
+        found, missing = self._final_among(to_read)
+        return final | found, missing
+
     def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
         ids = list(invocation_ids)
         if not ids:
             return set()
 
         def look(event: FinalEvent, published: set[str]) -> tuple[bool, set[str]]:
-            # A small SUCCESS result comes with its final event and SUCCESS is never left, so
-            # those ids are final without a read. Other published ids are read; every id is
-            # read when nothing was published (the first look, a timeout, or a wake after the
-            # subscriber reconnected, when events may have been missed).
-            final = {i for i in ids if i in event.results}
-            to_read = [i for i in ids if i not in final and (not published or i in published)]
-            if not to_read:
-                return bool(final), final
-            found, missing = self._final_among(to_read)
-            final |= found
+            final, missing = self._look_final(event, published, ids)
             return bool(final or missing), final
 
         return self._watching(ids, timeout, look)
 
     def wait_all_final(self, invocation_ids: Sequence[str], timeout: float, runner_id: str | None = None) -> set[str]:
         ids = list(invocation_ids)
+        if not ids:
+            return set()
         final: set[str] = set()
         missing: set[str] = set()
 
         def look(event: FinalEvent, published: set[str]) -> tuple[bool, set[str]]:
-            # As wait_final's look, over the ids not yet known final: one watch for the whole
-            # wait, and a status read only for events that carry no result.
-            pending = [i for i in ids if i not in final and i not in missing]
-            final.update(i for i in pending if i in event.results)
-            to_read = [i for i in pending if i not in final and (not published or i in published)]
-            if to_read:
-                found, gone = self._final_among(to_read)
-                final.update(found)
-                missing.update(gone)
+            # One watch for the whole wait; each look only considers the ids not settled yet.
+            found, gone = self._look_final(event, published, [i for i in ids if i not in final and i not in missing])
+            final.update(found)
+            missing.update(gone)
             return len(final) + len(missing) >= len(ids), set(final)
 
         # A runner's paused invocation listens on the runner's own channel, where the scripts
         # publish the final events of what it waits on (recorded by the wait script), instead
         # of receiving every final event of the app in every paused runner.
         channel = self.keys.final_channel if runner_id is None else self.keys.runner_final_channel(runner_id)
-        return self._watching(ids, timeout, look, channel) if ids else set()
+        return self._watching(ids, timeout, look, channel)
 
     def wait_final_record(self, invocation_id: str, timeout: float) -> InvocationRecord | None:
         # Reading the whole record each time (one script call): once it is final, the caller

@@ -425,6 +425,10 @@ def test_a_small_result_comes_with_its_final_event_and_a_large_one_is_read(
         start_runner()
         watcher.LINGER_SECONDS = 60.0  # stays subscribed: no re-read for a new subscription
         assert square(2).get_result(timeout=30) == 4
+        # That wait may have ended before the subscription was confirmed; the confirmation
+        # wakes every waiter for a re-read, which must not land inside the wait measured below
+        # (the subscriber wakes them before it marks itself subscribed).
+        assert watcher.subscribed.wait(15)
         invocation = gated_echo("x" * size)
         results: list[str] = []
         waiter = threading.Thread(target=lambda: results.append(invocation.get_result(timeout=30)))
@@ -499,9 +503,37 @@ def test_a_paused_invocations_runner_hears_only_of_what_it_waits_on(rapp: Pynenc
         # The unrelated one finished first: had it been published here, it would come first.
         message = pubsub.get_message(timeout=10)
         assert message is not None and message["data"] == f"{awaited.invocation_id}\t{encode_json(4)}"
-        assert orchestrator.wait_all_final([awaited.invocation_id], 10, "runner-a") == {awaited.invocation_id}
     finally:
         pubsub.close()
+        client.close()
+
+
+def test_a_runners_wait_listens_on_its_own_channel_and_wakes_from_it(rapp: Pynenc, redis_server: RedisServer) -> None:
+    orchestrator = orchestrator_of(rapp)
+    waiting, awaited = square(1), square(2)
+    assert [c.invocation_id for c in orchestrator.claim("runner-a", 1, 60)] == [waiting.invocation_id]
+    assert orchestrator.wait("runner-a", waiting.invocation_id, [awaited.invocation_id])
+    client = redis_server.client(decode_responses=True)
+
+    def subscribers(channel: str) -> int:
+        return int(dict(client.pubsub_numsub(channel))[channel])
+
+    done: list[set[str]] = []
+    thread = threading.Thread(
+        target=lambda: done.append(orchestrator.wait_all_final([awaited.invocation_id], 60, "runner-a"))
+    )
+    try:
+        thread.start()
+        poll(lambda: subscribers(orchestrator.keys.runner_final_channel("runner-a")) == 1)
+        assert subscribers(orchestrator.keys.final_channel) == 0  # not every final event of the app
+        [claimed] = orchestrator.claim("runner-b", 1, 60)
+        # A large result: the event carries only the id, so the wait must wake and read it.
+        assert orchestrator.finish(
+            "runner-b", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json("x" * 2000))
+        )
+        thread.join(15)  # far below the wait's own 60 s: only the runner channel's event wakes it
+        assert done == [{awaited.invocation_id}]
+    finally:
         client.close()
 
 
