@@ -12,7 +12,30 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
+
+def _import_structlog_without_rich() -> Any:
+    """Import structlog without letting it import rich (about 5 MiB: rich and pygments).
+
+    structlog's console renderer imports rich, when it is installed, only to draw exception
+    tracebacks; pynenc depends on rich for ``pynenc status``. Every runner process of a
+    supervisor would hold those modules for nothing. While structlog is imported, ``rich``
+    is marked absent in ``sys.modules`` (so its ``import rich`` fails), then unmarked: rich
+    stays importable for the CLI and for the user's own code. Tracebacks in console lines
+    are plain (``exception_formatter`` below), whichever was imported first.
+    """
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        import structlog
+
+        return structlog
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
+    return structlog
+
+
+structlog = _import_structlog_without_rich()
 
 if TYPE_CHECKING:
     from pynenc.conf.config_pynenc import ConfigPynenc
@@ -23,7 +46,7 @@ def _renderer(log_format: str, stream: TextIO) -> Any:
         log_format = "console" if stream.isatty() else "json"
     if log_format == "json":
         return structlog.processors.JSONRenderer()
-    return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    return structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
 
 
 def build_logger(conf: ConfigPynenc, stream: TextIO | None = None, **context: Any) -> Any:
