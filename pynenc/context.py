@@ -16,7 +16,13 @@ from typing import Any, Protocol
 class Waiter(Protocol):
     """What a runner offers to code waiting on results inside a task."""
 
-    def wait_for(self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None) -> None: ...
+    def wait_for(
+        self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None
+    ) -> dict[str, str | None]:
+        """Block until every id is final (pausing the execution where the runner can); the
+        final ids in the order they became final, each with its stored SUCCESS result when
+        known (else None), or ``{}`` when nothing was learned."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,11 @@ class FinalEvent(threading.Event):
         self.published: set[str] = set()
         #: SUCCESS results that came with their final events (id -> stored result)
         self.results: dict[str, str] = {}
+        #: every id published for this event since it was made, in the order published
+        self.arrivals: list[str] = []
+        #: set only once this many ids are published and not taken (a wait for a whole group
+        #: has nothing to do before every id it still misses was published)
+        self.need = 1
 
 
 class FinalWaiters:
@@ -53,6 +58,14 @@ class FinalWaiters:
             event.clear()
             return published
 
+    def expect(self, event: FinalEvent, count: int) -> None:
+        """Wake ``event`` only once ``count`` ids are published for it and not taken (at least 1);
+        at once if they already are. :meth:`wake_all` still wakes it regardless."""
+        with self.lock:
+            event.need = max(count, 1)
+            if len(event.published) >= event.need:
+                event.set()
+
     def unwatch(self, ids: Iterable[str], event: FinalEvent) -> set[str]:
         """Stop watching; returns what was published for ``event`` and not taken."""
         with self.lock:
@@ -79,7 +92,9 @@ class FinalWaiters:
         for invocation_id in ids:
             for event in self._wanted.get(invocation_id, ()):
                 event.published.add(invocation_id)
-                event.set()
+                event.arrivals.append(invocation_id)
+                if len(event.published) >= event.need:
+                    event.set()
 
     def wake_all(self) -> None:
         """Wake every waiter without publishing anything (they read their statuses again)."""

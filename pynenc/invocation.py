@@ -55,13 +55,18 @@ def value_of(app: Pynenc, invocation_id: str, record: InvocationRecord | None) -
     raise AssertionError(f"invocation {invocation_id} is not final: {record.status}")
 
 
-def wait_until_final(app: Pynenc, invocation_ids: Sequence[str], timeout: float | None = None) -> None:
-    """Block until every id is final; inside a task this pauses the caller."""
+def wait_until_final(app: Pynenc, invocation_ids: Sequence[str], timeout: float | None = None) -> dict[str, str | None]:
+    """Block until every id is final; inside a task this pauses the caller.
+
+    Returns what the wait learned: final ids in the order they became final, each with its
+    stored SUCCESS result when it came with the final event (else None); ``{}`` when nothing
+    was learned (outside a task, or everything was final already).
+    """
     execution = current_execution.get()
     if execution is not None and execution.app is app:
-        execution.runner.wait_for(execution, invocation_ids, timeout)
-        return
+        return execution.runner.wait_for(execution, invocation_ids, timeout)
     app.wait_outside_task(invocation_ids, timeout)
+    return {}
 
 
 class Invocation(Generic[R]):
@@ -98,7 +103,11 @@ class Invocation(Generic[R]):
         """Like ``.result``, but raise :class:`ResultTimeoutError` after ``timeout`` seconds."""
         execution = current_execution.get()
         if execution is not None and execution.app is self.app:
-            wait_until_final(self.app, [self.invocation_id], timeout)  # pauses the calling task
+            learned = wait_until_final(self.app, [self.invocation_id], timeout)  # pauses the calling task
+            result = learned.get(self.invocation_id)
+            if result is not None:  # it came with the final event: no read
+                loaded: R = self.app.serializer.loads(result)
+                return loaded
             record = self.app.orchestrator.get_record(self.invocation_id)
         else:
             record = self.app.wait_record_outside_task(self.invocation_id, timeout)
@@ -169,17 +178,25 @@ class InvocationGroup(Generic[R]):
             return
         execution = current_execution.get()
         if execution is not None and execution.app is self.app:
-            # Inside a task: pause once for the whole group, then yield in finishing order
-            # (the records read together: one round trip, not two per invocation).
+            # Inside a task: pause once for the whole group, then yield in finishing order.
+            # Small results come with their final events; the records of the others are
+            # read together (one round trip, not two per invocation).
             ids = list(by_id)
-            wait_until_final(self.app, ids, timeout)
-            records = dict(zip(ids, self.app.orchestrator.get_records(ids), strict=True))
+            learned = wait_until_final(self.app, ids, timeout)
+            to_read = [i for i in ids if learned.get(i) is None]
+            records = dict(zip(to_read, self.app.orchestrator.get_records(to_read), strict=True))
 
             def finished_at(invocation_id: str) -> float:
                 record = records[invocation_id]
                 return record.history[-1].timestamp if record and record.history else 0.0
 
-            yield from (value_of(self.app, i, records[i]) for i in sorted(ids, key=finished_at))
+            order = [*learned, *(i for i in ids if i not in learned)] if learned else sorted(ids, key=finished_at)
+            for invocation_id in order:
+                result = learned.get(invocation_id)
+                if result is not None:
+                    yield self.app.serializer.loads(result)
+                else:
+                    yield value_of(self.app, invocation_id, records[invocation_id])
             return
         remaining = list(by_id)
         deadline = None if timeout is None else time.monotonic() + timeout

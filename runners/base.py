@@ -224,15 +224,21 @@ class BaseRunner(ABC):
         """Read any transition reply still in flight (runners that pipeline their finishes):
         called before a task's own transitions, which must see them applied."""
 
-    def wait_for(self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None) -> None:
+    def wait_for(
+        self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None
+    ) -> dict[str, str | None]:
+        """Pause ``execution`` until every id is final; return the final ids in the order they
+        became final, each with its stored SUCCESS result when the wait learned it (else None),
+        or ``{}`` when everything was final already (nothing learned: read the records)."""
         orchestrator = self.app.orchestrator
         self.settle_pipeline()
         if not orchestrator.wait(self.runner_id, execution.invocation_id, invocation_ids):
             if execution.invocation_id not in self.owned():
                 raise RunnerStopped()
-            return  # everything awaited is already final
+            return {}  # everything awaited is already final
         self.on_pause(execution)
         timed_out: ResultTimeoutError | None = None
+        final: dict[str, str | None] = {}
         try:
             remaining = list(invocation_ids)
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -243,8 +249,8 @@ class BaseRunner(ABC):
                 if left <= 0:
                     timed_out = ResultTimeoutError(f"invocations {remaining} not final after {timeout} s")
                     break
-                done = orchestrator.wait_all_final(remaining, min(left, 0.5), self.runner_id)
-                remaining = [i for i in remaining if i not in done]
+                final.update(orchestrator.wait_all_final(remaining, min(left, 0.5), self.runner_id))
+                remaining = [i for i in remaining if i not in final]
         finally:
             self.on_resume(execution)
         if self.stopping.is_set():
@@ -255,6 +261,7 @@ class BaseRunner(ABC):
             raise RunnerStopped() from None
         if timed_out is not None:
             raise timed_out
+        return final
 
 
 async def _await(value: Any) -> Any:

@@ -14,5 +14,8 @@ class InlineRunner:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    def wait_for(self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None) -> None:
+    def wait_for(
+        self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None
+    ) -> dict[str, str | None]:
         self.app.wait_outside_task(invocation_ids, timeout)
+        return {}

@@ -209,14 +209,20 @@ class BaseOrchestrator(ABC):
     def wait_final(self, invocation_ids: Sequence[str], timeout: float) -> set[str]:
         """Block until at least one of the ids is final or ``timeout`` passes; return the final ones."""
 
-    def wait_all_final(self, invocation_ids: Sequence[str], timeout: float, runner_id: str | None = None) -> set[str]:
+    def wait_all_final(
+        self, invocation_ids: Sequence[str], timeout: float, runner_id: str | None = None
+    ) -> dict[str, str | None]:
         """Block until every id is final (or does not exist) or ``timeout`` passes; return the
-        final ones. It may return earlier, with some final, so callers loop over what is left
-        (this default is :meth:`wait_final`; Redis waits for all in one watch).
+        final ones, in the order they became final as far as the backend knows, each with its
+        stored SUCCESS result when the wait learned it on the way (else None: read the record).
+        It may return earlier, with some final, so callers loop over what is left (this
+        default is :meth:`wait_final`; Redis waits for all in one watch, and small results
+        come with its final events).
 
         ``runner_id``: the runner whose paused invocation waits (after :meth:`wait` recorded
         the waits); Redis then listens only to that runner's final events."""
-        return self.wait_final(invocation_ids, timeout)
+        final = self.wait_final(invocation_ids, timeout)
+        return {invocation_id: None for invocation_id in invocation_ids if invocation_id in final}
 
     @abstractmethod
     def wait_for_work(self, timeout: float) -> None:

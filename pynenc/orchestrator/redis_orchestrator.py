@@ -316,24 +316,39 @@ class RedisOrchestrator(BaseOrchestrator):
 
         return self._watching(ids, timeout, look)
 
-    def wait_all_final(self, invocation_ids: Sequence[str], timeout: float, runner_id: str | None = None) -> set[str]:
+    def wait_all_final(
+        self, invocation_ids: Sequence[str], timeout: float, runner_id: str | None = None
+    ) -> dict[str, str | None]:
         ids = list(invocation_ids)
         if not ids:
-            return set()
-        final: set[str] = set()
-        missing: set[str] = set()
-
-        def look(event: FinalEvent, published: set[str]) -> tuple[bool, set[str]]:
-            # One watch for the whole wait; each look only considers the ids not settled yet.
-            found, gone = self._look_final(event, published, [i for i in ids if i not in final and i not in missing])
-            final.update(found)
-            missing.update(gone)
-            return len(final) + len(missing) >= len(ids), set(final)
-
+            return {}
         # A runner's paused invocation listens on the runner's own channel, where the scripts
         # publish the final events of what it waits on (recorded by the wait script), instead
         # of receiving every final event of the app in every paused runner.
         channel = self.keys.final_channel if runner_id is None else self.keys.runner_final_channel(runner_id)
+        watcher = self.conn.watcher(channel)
+        final: dict[str, str | None] = {}
+        missing: set[str] = set()
+        seen = 0  # how many of the event's arrivals are ordered into final already
+
+        def look(event: FinalEvent, published: set[str]) -> tuple[bool, dict[str, str | None]]:
+            # One watch for the whole wait; each look only considers the ids not settled yet.
+            nonlocal seen
+            unsettled = [i for i in ids if i not in final and i not in missing]
+            found, gone = self._look_final(event, published, unsettled)
+            missing.update(gone)
+            # In the order they were published (the order they finished); ids found final
+            # by a read without an event (the first look) come first, in the order given.
+            arrivals = event.arrivals[seen:]
+            seen += len(arrivals)
+            arrived = set(arrivals)
+            for invocation_id in [i for i in unsettled if i in found and i not in arrived] + arrivals:
+                if invocation_id in found and invocation_id not in final:
+                    final[invocation_id] = event.results.get(invocation_id)
+            left = len(ids) - len(final) - len(missing)
+            watcher.expect(event, left)  # no wake-up before every id left was published
+            return left <= 0, dict(final)
+
         return self._watching(ids, timeout, look, channel)
 
     def wait_final_record(self, invocation_id: str, timeout: float) -> InvocationRecord | None:

@@ -121,6 +121,11 @@ def slow(name: str, seconds: float) -> str:
     return name
 
 
+@app.task
+def gather_slow(specs: list[tuple[str, float]]) -> list[str]:
+    return list(slow.parallelize([(name, seconds) for name, seconds in specs]).results)
+
+
 @app.task(running_concurrency=ConcurrencyControlType.TASK)
 def exclusive(i: int, seconds: float) -> int:
     record("exclusive", i, "start")

@@ -136,6 +136,16 @@ def test_parallelize_yields_results_as_they_finish(app: Pynenc, start_runner: An
     assert list(group.results) == ["fast", "slow"]
 
 
+def test_a_group_inside_a_task_yields_results_as_they_finish(app: Pynenc, start_runner: Any) -> None:
+    # Inside a task the group pauses once; small results come with their final events (Redis)
+    # and a large one (more than the 512 bytes an event carries) from its record: the order
+    # is the order they finished either way.
+    start_runner(max_threads=4)
+    large = "b" * 2000
+    invocation = t.gather_slow([("slow", 1.2), (large, 0.6), ("fast", 0.0)])
+    assert invocation.get_result(timeout=30) == ["fast", large, "slow"]
+
+
 def test_parallelize_accepts_tuples_dicts_and_common_args(app: Pynenc, runner: Any) -> None:
     group = t.add.parallelize([(1,), {"x": 2}], common_args={"y": 10})
     assert sorted(group.results) == [11, 12]

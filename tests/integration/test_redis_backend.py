@@ -273,7 +273,7 @@ def test_result_waiter_wakes_on_finish(rapp: Pynenc) -> None:
     orchestrator = orchestrator_of(rapp)
     call = spec()
     orchestrator.register([call])
-    done: list[set[str]] = []
+    done: list[dict[str, str | None]] = []
     thread = threading.Thread(target=lambda: done.append(orchestrator.wait_final([call.invocation_id], 30)))
     thread.start()
     [claimed] = orchestrator.claim("runner-a", 1, 30)
@@ -468,17 +468,20 @@ def test_waiting_for_a_whole_group_reads_statuses_only_for_events_without_a_resu
     watcher.LINGER_SECONDS = 60.0  # stays subscribed: no re-read for a new subscription
     watcher.unwatch([], watcher.watch([]))  # subscribes now (a new subscription re-reads all)
     assert watcher.subscribed.wait(15)
-    done: list[set[str]] = []
+    done: list[dict[str, str | None]] = []
+    payload = encode_json("x" * size)
     try:
         waiter = threading.Thread(target=lambda: done.append(orchestrator.wait_all_final(ids, 30)))
         waiter.start()
         poll(lambda: len(reads) == 3)  # the first look: none final yet
-        for invocation_id in ids:
-            payload = encode_json("x" * size)
+        finishing_order = [ids[2], ids[0], ids[1]]
+        for invocation_id in finishing_order:
             assert orchestrator.finish("test-runner", invocation_id, Outcome(OutcomeKind.SUCCESS, payload))
         waiter.join(30)
-        assert done == [set(ids)]
         assert len(reads) == 3 + reads_per_finish * len(ids)  # each id read at most once after its event
+        # In the order they finished; a small result is handed over (the caller reads no record).
+        assert list(done[0]) == finishing_order
+        assert set(done[0].values()) == ({payload} if size < 512 else {None})
     finally:
         del orchestrator._final_among
         watcher.LINGER_SECONDS = FinalWatcher.LINGER_SECONDS
@@ -518,7 +521,7 @@ def test_a_runners_wait_listens_on_its_own_channel_and_wakes_from_it(rapp: Pynen
     def subscribers(channel: str) -> int:
         return int(dict(client.pubsub_numsub(channel))[channel])
 
-    done: list[set[str]] = []
+    done: list[dict[str, str | None]] = []
     thread = threading.Thread(
         target=lambda: done.append(orchestrator.wait_all_final([awaited.invocation_id], 60, "runner-a"))
     )
@@ -532,7 +535,7 @@ def test_a_runners_wait_listens_on_its_own_channel_and_wakes_from_it(rapp: Pynen
             "runner-b", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json("x" * 2000))
         )
         thread.join(15)  # far below the wait's own 60 s: only the runner channel's event wakes it
-        assert done == [{awaited.invocation_id}]
+        assert done == [{awaited.invocation_id: None}]  # a large result is not carried: None
     finally:
         client.close()
 
