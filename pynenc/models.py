@@ -63,6 +63,20 @@ class FinishReply:
     claimed: list[ClaimedInvocation]
 
 
+@dataclass(frozen=True)
+class HelpReply:
+    """What ``claim_awaited`` did for the runner of a paused waiter."""
+
+    #: the invocation given to finish was finished (True when none was given)
+    done: bool
+    #: how many of the awaited ids given were looked at
+    examined: int
+    #: the awaited invocation claimed to run now (at most one)
+    claimed: list[ClaimedInvocation]
+    #: nothing was claimed and everything the waiter waits on was final: it is RESUMED
+    resumed: bool
+
+
 class OutcomeKind(str, enum.Enum):
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"

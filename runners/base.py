@@ -9,9 +9,11 @@ from any thread) asks it to stop; stopping leaves nothing RUNNING: work still
 executing after the grace period is released back to the queue.
 
 Waiting inside a task goes through :meth:`wait_for`: the waiting invocation is
-recorded as PAUSED (with what it waits for), its slot is given back with
-:meth:`on_pause`, and once the awaited ones are final it takes a slot again
-with :meth:`on_resume` before it continues (RESUMED).
+recorded as PAUSED (with what it waits for). A runner that can (:meth:`run_awaited`)
+then runs awaited invocations still queued itself, nested in the waiting one's slot.
+For what is left, the slot is given back with :meth:`on_pause`, and once the awaited
+ones are final it takes a slot again with :meth:`on_resume`; then the waiting one
+continues (RESUMED).
 """
 
 from __future__ import annotations
@@ -224,6 +226,16 @@ class BaseRunner(ABC):
         """Read any transition reply still in flight (runners that pipeline their finishes):
         called before a task's own transitions, which must see them applied."""
 
+    def run_awaited(self, execution: Execution, invocation_ids: Sequence[str]) -> tuple[dict[str, str | None], bool]:
+        """Run, in this thread, invocations ``execution`` waits on (it is PAUSED meanwhile).
+
+        Returns those run to a final end, in order, each with its SUCCESS result (else None),
+        and whether the backend already resumed ``execution`` (everything it waits on was
+        final). Runners that cannot run another invocation inside a waiting one return
+        ``({}, False)``; the waiting one then pauses and gives its slot up (:meth:`on_pause`).
+        """
+        return {}, False
+
     def wait_for(
         self, execution: Execution, invocation_ids: Sequence[str], timeout: float | None
     ) -> dict[str, str | None]:
@@ -236,23 +248,28 @@ class BaseRunner(ABC):
             if execution.invocation_id not in self.owned():
                 raise RunnerStopped()
             return {}  # everything awaited is already final
-        self.on_pause(execution)
+        # Without a timeout the runner may first run what is waited on itself (a nested run
+        # cannot be cut short, so a deadline could not be kept).
+        final, resumed = self.run_awaited(execution, invocation_ids) if timeout is None else ({}, False)
+        if resumed:  # everything it waits on is final: the backend resumed it with the last step
+            return final
+        remaining = [i for i in invocation_ids if i not in final]
         timed_out: ResultTimeoutError | None = None
-        final: dict[str, str | None] = {}
-        try:
-            remaining = list(invocation_ids)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while remaining:
-                if self.stopping.is_set() or execution.invocation_id not in self.owned():
-                    raise RunnerStopped()
-                left = 1.0 if deadline is None else deadline - time.monotonic()
-                if left <= 0:
-                    timed_out = ResultTimeoutError(f"invocations {remaining} not final after {timeout} s")
-                    break
-                final.update(orchestrator.wait_all_final(remaining, min(left, 0.5), self.runner_id))
-                remaining = [i for i in remaining if i not in final]
-        finally:
-            self.on_resume(execution)
+        if remaining:
+            self.on_pause(execution)
+            try:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while remaining:
+                    if self.stopping.is_set() or execution.invocation_id not in self.owned():
+                        raise RunnerStopped()
+                    left = 1.0 if deadline is None else deadline - time.monotonic()
+                    if left <= 0:
+                        timed_out = ResultTimeoutError(f"invocations {remaining} not final after {timeout} s")
+                        break
+                    final.update(orchestrator.wait_all_final(remaining, min(left, 0.5), self.runner_id))
+                    remaining = [i for i in remaining if i not in final]
+            finally:
+                self.on_resume(execution)
         if self.stopping.is_set():
             raise RunnerStopped()
         try:

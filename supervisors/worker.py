@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -50,7 +50,7 @@ from pynenc.supervisors.permits import Doorbells, SlotWriter
 from pynenc.supervisors.slot_table import SlotState, SlotTable
 
 from pynenc.context import Execution
-from pynenc.models import ClaimedInvocation
+from pynenc.models import ClaimedInvocation, Outcome, OutcomeKind
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -60,6 +60,9 @@ EXIT_CRASH = 1
 EXIT_BOOT_ERROR = 3
 #: an orphaned runner whose invocation did not finish within the graceful timeout
 EXIT_ORPHAN_TIMEOUT = 70
+
+#: how deep invocations run nested in waiting ones (run_awaited) before a wait pauses instead
+MAX_NESTED_RUNS = 8
 
 _PR_SET_PDEATHSIG = 1
 MIB = 1024 * 1024
@@ -271,6 +274,8 @@ class PoolRunner(BaseRunner):
         self._found_empty = False
         self._claim_asked = 0
         self.ahead = ClaimAhead(self, stopping)
+        #: how many invocations run nested in waiting ones right now (run_awaited)
+        self._nested = 0
 
     def run(self) -> None:
         self.serve()
@@ -401,7 +406,73 @@ class PoolRunner(BaseRunner):
         log.debug("invocation done", seconds=round(time.monotonic() - started, 4))
         return following
 
-    # ----- slot handover while the task waits on other invocations ------------------------
+    # ----- while the task waits on other invocations ----------------------------------------
+    def run_awaited(self, execution: Execution, invocation_ids: Sequence[str]) -> tuple[dict[str, str | None], bool]:
+        """Run awaited invocations still queued here, one at a time, in the waiting one's slot.
+
+        A fan-out's parent would otherwise pause, hand its permit to another process (forked
+        for it when none is spare) and wait to get a permit back: a parent that runs its own
+        children needs none of that, and every process keeps working. Other runners still
+        take the children they reach first. Nested waits help likewise, up to
+        :data:`MAX_NESTED_RUNS` deep; beyond, and for whatever is not queued, the waiting
+        invocation pauses as usual. The step that finds nothing more to claim also resumes
+        the waiting one when everything it waits on is final.
+        """
+        if self._nested >= MAX_NESTED_RUNS or self.stopping.is_set():
+            return {}, False
+        orchestrator = self.app.orchestrator
+        lease = self.app.conf.lease_seconds
+        waiter = execution.invocation_id
+        self.ahead.give_back()  # nothing waits behind the paused one while it helps
+        ran: dict[str, str | None] = {}
+        # From the last: other runners pop the queue from its front, where the first ones are.
+        looking = list(reversed(invocation_ids))
+        finished: tuple[str, Outcome] | None = None
+        self._nested += 1
+        try:
+            while True:
+                reply = orchestrator.claim_awaited(self.runner_id, waiter, looking, lease, finished)
+                if finished is not None:
+                    self._disown(finished[0])
+                    if reply.done and finished[1].kind is not OutcomeKind.RETRY:
+                        ran[finished[0]] = finished[1].payload if finished[1].kind is OutcomeKind.SUCCESS else None
+                    finished = None
+                looking = looking[reply.examined :]
+                for item in reply.claimed:
+                    self._own(item.invocation_id)
+                if reply.resumed:
+                    return ran, True
+                if not reply.claimed and looking:
+                    continue  # nothing claimable in that window: look at the next one
+                if not reply.claimed or self.stopping.is_set():
+                    break  # what was claimed as we stop is owned: it goes back with the rest
+                child = reply.claimed[0]
+                outcome = self._run_nested(child, execution)
+                if outcome is None:  # given back while stopping
+                    break
+                self._mark_finishing(child.invocation_id)
+                finished = (child.invocation_id, outcome)
+                if outcome.kind is OutcomeKind.RETRY:
+                    looking.append(child.invocation_id)  # queued again: it may be ours to run again
+        finally:
+            self._nested -= 1
+        return ran, False
+
+    def _run_nested(self, claimed: ClaimedInvocation, waiting: Execution) -> Outcome | None:
+        """Run one claimed invocation inside a waiting one; the slot shows it while it runs."""
+        log = self.app.logger.bind(
+            task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id
+        )
+        self.writer.set_running(claimed.invocation_id, claimed.task_id)
+        log.debug("invocation started", inside=waiting.invocation_id)
+        try:
+            return self.run_claimed(claimed, log)
+        finally:
+            self.done += 1
+            # Counts the nested one as done; the waiting one shows again (it is still PAUSED
+            # in the backend until it resumes).
+            self.writer.switch_running(waiting.invocation_id, waiting.task_id)
+
     def on_pause(self, execution: Execution) -> None:
         self.ahead.give_back()  # what is held ahead must not wait for this pause to end
         self.writer.set_paused()

@@ -105,7 +105,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from pynenc.models import CallSpec, ClaimedInvocation, FinishReply, InvocationRecord, Outcome, RegisterOutcome
+from pynenc.models import (
+    CallSpec,
+    ClaimedInvocation,
+    FinishReply,
+    HelpReply,
+    InvocationRecord,
+    Outcome,
+    RegisterOutcome,
+)
 from pynenc.status import InvocationStatus
 
 if TYPE_CHECKING:
@@ -163,6 +171,30 @@ class BaseOrchestrator(ABC):
 
     @abstractmethod
     def wait(self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str]) -> bool: ...
+
+    #: how many awaited ids one :meth:`claim_awaited` call looks through at most
+    AWAITED_WINDOW = 32
+
+    def claim_awaited(
+        self,
+        runner_id: str,
+        waiter_id: str,
+        awaited_ids: Sequence[str],
+        lease_seconds: float,
+        finish: tuple[str, Outcome] | None = None,
+    ) -> HelpReply:
+        """Help the runner's paused ``waiter_id``: finish ``finish`` (an awaited invocation the
+        runner ran, with its outcome) when given, then claim, RUNNING, the first of
+        ``awaited_ids`` (at most :attr:`AWAITED_WINDOW` of them) still queued; when none is and
+        everything the waiter waits on is final, resume the waiter (PAUSED -> RESUMED). One
+        step where the backend can.
+
+        The runner of a task that waits runs what it waits on this way, in the task's slot,
+        rather than pausing and handing the slot to another process. This default claims
+        nothing and resumes nothing (the runner then pauses the waiter as usual).
+        """
+        done = self.finish(runner_id, *finish) if finish is not None else True
+        return HelpReply(done, len(awaited_ids), [], False)
 
     @abstractmethod
     def resume(self, runner_id: str, waiter_id: str) -> None: ...

@@ -29,6 +29,7 @@ from pynenc.models import (
     CallSpec,
     ClaimedInvocation,
     FinishReply,
+    HelpReply,
     InvocationRecord,
     Outcome,
     OutcomeKind,
@@ -179,6 +180,27 @@ class RedisOrchestrator(BaseOrchestrator):
             return FinishReply(done, int(flat[1]) == 1, self._claimed(runner_id, flat, 2))
 
         return reply
+
+    def claim_awaited(
+        self,
+        runner_id: str,
+        waiter_id: str,
+        awaited_ids: Sequence[str],
+        lease_seconds: float,
+        finish: tuple[str, Outcome] | None = None,
+    ) -> HelpReply:
+        window = list(awaited_ids[: self.AWAITED_WINDOW])
+        # Whether everything awaited is final is only asked with the last window: before it,
+        # the answer is known to be "no" for whatever is still queued beyond this window.
+        resumable = waiter_id if len(awaited_ids) <= self.AWAITED_WINDOW else ""
+        finished_id, outcome = finish if finish is not None else ("", Outcome(OutcomeKind.SUCCESS, ""))
+        flat = self._run(
+            "help", runner_id, resumable, finished_id, outcome.kind.value, outcome.payload, lease_seconds, *window
+        )
+        done = True
+        if finish is not None:
+            done = self._finish_checked(int(flat[0]) == 1, runner_id, finished_id, outcome)
+        return HelpReply(done, int(flat[1]), self._claimed(runner_id, flat, 3), int(flat[2]) == 1)
 
     def _finish_checked(self, done: bool, runner_id: str, invocation_id: str, outcome: Outcome) -> bool:
         if not done and self._finished_by(runner_id, invocation_id, outcome):

@@ -225,14 +225,46 @@ local function finish_run(runner, id, kind, payload)
   return 1
 end
 
--- Pop up to max_count runnable invocations for a runner; appends a triple id, spec JSON,
--- num_retries to out per invocation claimed. The first n_running (all when nil) go RUNNING;
--- the others stay PENDING: claimed ahead, started later by the runner (start_pending), with
--- their lease until pending_expires (when given) rather than expires. Popped ones whose
--- running key is held elsewhere go PENDING -> CONCURRENCY_CONTROLLED (parked on the key) or
--- PENDING -> CONCURRENCY_CONTROLLED_FINAL and are not returned. When the queue is left
--- empty the wake markers are dropped, so idle runners block in BLPOP instead of waking
--- for work that is already taken.
+-- Claim id for a runner (just taken off the queue; status, just read, may go PENDING): true
+-- when it is now the runner's, RUNNING when run_now else PENDING (claimed ahead), leased until
+-- lease, with a triple id, spec JSON, num_retries appended to out; false when its running key
+-- is held elsewhere: it went PENDING -> CONCURRENCY_CONTROLLED (parked on the key) or
+-- PENDING -> CONCURRENCY_CONTROLLED_FINAL.
+local function claim_one(runner, id, status, run_now, lease, out)
+  local c = ctl(id)
+  unindex(id)
+  local holder = c.nk and redis.call('HGET', K.running_keys, c.nk)
+  if holder and holder ~= id then
+    if c.rr then
+      moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED'}, runner, false, status)
+      local parked = get_list(K.parked, c.nk)
+      parked[#parked + 1] = id
+      set_list(K.parked, c.nk, parked)
+    else
+      moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED_FINAL'}, runner, false, status)
+    end
+    return false
+  end
+  if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
+  if run_now then
+    moves(id, {'PENDING', 'RUNNING'}, runner, false, status)
+  else
+    move(id, 'PENDING', runner, status)
+  end
+  redis.call('HSET', K.owner, id, runner)
+  redis.call('ZADD', K.leases, lease, id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', K.spec, id) or '{}'
+  out[#out + 1] = redis.call('HGET', K.retries, id) or '0'
+  return true
+end
+
+-- Pop up to max_count runnable invocations for a runner (claim_one each). The first n_running
+-- (all when nil) go RUNNING; the others stay PENDING: claimed ahead, started later by the
+-- runner (start_pending), with their lease until pending_expires (when given) rather than
+-- expires. A popped entry of a status that may not start is dropped, untouched. When the
+-- queue is left empty the wake markers are dropped, so idle runners block in BLPOP instead
+-- of waking for work that is already taken.
 local function claim_runs(runner, max_count, expires, out, n_running, pending_expires)
   local claimed = 0
   while claimed < max_count do
@@ -240,39 +272,30 @@ local function claim_runs(runner, max_count, expires, out, n_running, pending_ex
     if #popped == 0 then break end
     local id = popped[1]
     local status = redis.call('HGET', K.status, id)
-    -- Only statuses that may start (a stray entry of any other status is dropped, untouched).
     if status and allowed(status, 'PENDING') then
-      local c = ctl(id)
-      unindex(id)
-      local holder = c.nk and redis.call('HGET', K.running_keys, c.nk)
-      if holder and holder ~= id then
-        if c.rr then
-          moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED'}, runner, false, status)
-          local parked = get_list(K.parked, c.nk)
-          parked[#parked + 1] = id
-          set_list(K.parked, c.nk, parked)
-        else
-          moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED_FINAL'}, runner, false, status)
-        end
-      else
-        if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
-        local lease = expires
-        if n_running == nil or claimed < n_running then
-          moves(id, {'PENDING', 'RUNNING'}, runner, false, status)
-        else
-          move(id, 'PENDING', runner, status)
-          lease = pending_expires or expires
-        end
-        redis.call('HSET', K.owner, id, runner)
-        redis.call('ZADD', K.leases, lease, id)
-        out[#out + 1] = id
-        out[#out + 1] = redis.call('HGET', K.spec, id) or '{}'
-        out[#out + 1] = redis.call('HGET', K.retries, id) or '0'
-        claimed = claimed + 1
-      end
+      local run_now = n_running == nil or claimed < n_running
+      local lease = expires
+      if not run_now then lease = pending_expires or expires end
+      if claim_one(runner, id, status, run_now, lease, out) then claimed = claimed + 1 end
     end
   end
   if redis.call('ZCARD', K.queue) == 0 then redis.call('DEL', K.wake) end
+end
+
+-- Claim, to run now, the first of ARGV[first..] still in the queue: the runner of a paused
+-- waiter runs what it waits on itself instead of handing its slot over. Ids not queued
+-- (running elsewhere, final, parked) are skipped. Returns how many ids were examined.
+local function claim_awaited(runner, first, expires, out)
+  for i = first, #ARGV do
+    local id = ARGV[i]
+    if redis.call('ZREM', K.queue, id) == 1 then
+      local status = redis.call('HGET', K.status, id)
+      if status and allowed(status, 'PENDING') and claim_one(runner, id, status, true, expires, out) then
+        return i - first + 1
+      end
+    end
+  end
+  return #ARGV - first + 1
 end
 
 -- The owner starts an invocation it claimed ahead (PENDING -> RUNNING): 1, or 0 when it no

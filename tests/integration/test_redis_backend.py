@@ -540,6 +540,48 @@ def test_a_runners_wait_listens_on_its_own_channel_and_wakes_from_it(rapp: Pynen
         client.close()
 
 
+def test_a_waiters_runner_claims_only_queued_awaited_ones_and_the_last_step_resumes_it(rapp: Pynenc) -> None:
+    # claim_awaited: the runner of a paused waiter runs what it waits on itself.
+    orchestrator = orchestrator_of(rapp)
+    waiting, elsewhere, mine, unrelated = square(1), square(2), square(3), square(4)
+    [claimed] = orchestrator.claim("runner-a", 1, 60)
+    assert claimed.invocation_id == waiting.invocation_id
+    awaited = [elsewhere.invocation_id, mine.invocation_id]
+    assert orchestrator.wait("runner-a", waiting.invocation_id, awaited)
+    [taken] = orchestrator.claim("runner-b", 1, 60)  # another runner takes the first awaited one
+    assert taken.invocation_id == elsewhere.invocation_id
+    reply = orchestrator.claim_awaited("runner-a", waiting.invocation_id, awaited, 60)
+    assert [c.invocation_id for c in reply.claimed] == [mine.invocation_id]  # skips the one taken
+    assert reply.examined == 2 and not reply.resumed
+    assert orchestrator.get_status(mine.invocation_id) is S.RUNNING
+    assert orchestrator.get_record(mine.invocation_id).owner == "runner-a"  # type: ignore[union-attr]
+    ran = (mine.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(9)))
+    reply = orchestrator.claim_awaited("runner-a", waiting.invocation_id, [], 60, ran)
+    # Finished; the other awaited one still runs elsewhere: the waiter stays PAUSED.
+    assert reply.done and not reply.claimed and not reply.resumed
+    assert orchestrator.get_status(mine.invocation_id) is S.SUCCESS
+    assert orchestrator.get_status(waiting.invocation_id) is S.PAUSED
+    assert orchestrator.finish("runner-b", elsewhere.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(4)))
+    reply = orchestrator.claim_awaited("runner-a", waiting.invocation_id, [], 60)
+    assert reply.resumed  # everything it waits on is final
+    record = orchestrator.get_record(waiting.invocation_id)
+    assert record is not None and record.status is S.RESUMED and record.waiting_for == []
+    orchestrator.resume("runner-a", waiting.invocation_id)  # a resume after it is harmless
+    assert orchestrator.get_status(unrelated.invocation_id) is S.REGISTERED  # never claimed: not awaited
+
+
+def test_helping_finishes_only_what_the_runner_owns(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    waiting, child = square(1), square(2)
+    orchestrator.claim("runner-a", 1, 60)
+    assert orchestrator.wait("runner-a", waiting.invocation_id, [child.invocation_id])
+    orchestrator.claim("runner-b", 1, 60)
+    stolen = (child.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(4)))
+    reply = orchestrator.claim_awaited("runner-a", waiting.invocation_id, [child.invocation_id], 60, stolen)
+    assert not reply.done and not reply.claimed and not reply.resumed
+    assert orchestrator.get_status(child.invocation_id) is S.RUNNING  # still runner-b's
+
+
 # ----- bad data -----------------------------------------------------------------------------
 def test_corrupted_payloads_fail_only_their_invocation(rapp: Pynenc, redis_server: RedisServer) -> None:
     orchestrator = orchestrator_of(rapp)

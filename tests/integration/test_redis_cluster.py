@@ -81,10 +81,15 @@ def test_every_script_runs_on_the_cluster(redis_cluster: RedisCluster) -> None:
 
     state.conn.run = recording_run  # type: ignore[attr-defined]
     try:
-        parent, child, other = spec(), spec(), spec()
-        orchestrator.register([parent, child, other])
+        parent, child, other, helped = spec(), spec(), spec(), spec()
+        orchestrator.register([parent, child, other, helped])
         [claimed] = orchestrator.claim("r1", 1, 30)
-        assert orchestrator.wait("r1", claimed.invocation_id, [child.invocation_id])
+        assert orchestrator.wait("r1", claimed.invocation_id, [child.invocation_id, helped.invocation_id])
+        reply = orchestrator.claim_awaited("r1", claimed.invocation_id, [helped.invocation_id], 30)
+        assert [c.invocation_id for c in reply.claimed] == [helped.invocation_id]
+        finished = (helped.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"))
+        reply = orchestrator.claim_awaited("r1", claimed.invocation_id, [], 30, finished)
+        assert reply.done and not reply.claimed and not reply.resumed  # the child is not final yet
         orchestrator.resume("r1", claimed.invocation_id)
         assert orchestrator.renew_leases("r1", [claimed.invocation_id], 30) == []
         orchestrator.release("r1", [claimed.invocation_id])

@@ -6,6 +6,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from pynenc.status import InvocationStatus
 from tests.integration import test_supervisor_tasks as t
 from tests.integration.test_supervisor_tasks import (  # noqa: F401  (fixtures)
@@ -51,7 +53,9 @@ def test_fan_out_completes_with_two_processes_never_more_than_two_running(daemon
     children = [r.invocation_id for r in t.app.orchestrator.iter_records() if r.parent_invocation_id in set(ids)]
     assert len(children) == 200
     assert any(
-        entry.status is S.PAUSED for i in ids for entry in t.app.orchestrator.get_record(i).history  # type: ignore[union-attr]
+        entry.status is S.PAUSED
+        for i in ids
+        for entry in t.app.orchestrator.get_record(i).history  # type: ignore[union-attr]
     ), "no parent ever paused: the test did not exercise slot handover"
     assert t.max_executing_at_once(ids + children) <= 2
     # Surplus runners forked for the paused parents retire afterwards; they must unpublish
@@ -71,6 +75,36 @@ def test_fan_out_never_deadlocks_even_with_max_paused_zero(daemon: DaemonFactory
     ids = [p.invocation_id for p in parents]
     children = [r.invocation_id for r in t.app.orchestrator.iter_records() if r.parent_invocation_id in set(ids)]
     assert t.max_executing_at_once(ids + children) <= 2
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+@pytest.mark.parametrize("backend", ["redis"])  # the backend with claim_awaited
+def test_a_waiting_task_runs_what_it_waits_on_in_its_own_slot(daemon: DaemonFactory) -> None:
+    # One process: a parent that paused would hand its slot to a runner forked for it. On
+    # Redis the parent's runner runs the queued children itself instead, nested in its slot.
+    sup = daemon("--processes", "1").ready()
+    parents = list(t.parent.parallelize([(i,) for i in range(20)]))
+    assert [p.get_result(60) for p in parents] == [2 * i + 3 for i in range(20)]
+    records = list(t.app.orchestrator.iter_records())
+    for record in records:
+        if record.parent_invocation_id is None:
+            assert [e.status for e in record.history].count(S.PAUSED) == 2  # it waited twice
+            continue
+        parent = next(r for r in records if r.invocation_id == record.parent_invocation_id)
+        ran_by = {e.runner_id for e in record.history if e.status is S.RUNNING}
+        assert ran_by == {e.runner_id for e in parent.history if e.status is S.RUNNING}
+    assert len(sup.events_named("runner started")) == 1  # nothing was forked for a pause
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+def test_waits_nested_deeper_than_a_runner_runs_them_still_complete(daemon: DaemonFactory) -> None:
+    # 12 waits inside each other with one process: a runner runs what is waited on nested in
+    # the waiting invocation only so deep (MAX_NESTED_RUNS on Redis; never on SQLite), then
+    # the waiting one pauses and a runner is forked for its slot, as for any pause.
+    sup = daemon("--processes", "1").ready()
+    assert t.chain(12).get_result(60) == 12
     sup.send(signal.SIGTERM)
     assert sup.wait(30) == 0
 

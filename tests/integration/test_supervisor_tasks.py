@@ -44,6 +44,12 @@ def parent(i: int) -> int:
 
 
 @app.task
+def chain(depth: int) -> int:
+    """Waits on itself one level less deep: ``depth`` waits nested inside each other."""
+    return 0 if depth == 0 else chain(depth - 1).result + 1
+
+
+@app.task
 def pid_of_runner() -> int:
     return os.getpid()
 
@@ -124,17 +130,23 @@ def clean_environ() -> dict[str, str]:
 class Daemon:
     """A real ``pynenc-supervisor`` process with its JSON log in a file."""
 
-    def __init__(self, env: dict[str, str], args: Iterable[str], log_path: Path, app_spec: str = APP_SPEC,
-                 cwd: Path = REPO) -> None:
+    def __init__(
+        self, env: dict[str, str], args: Iterable[str], log_path: Path, app_spec: str = APP_SPEC, cwd: Path = REPO
+    ) -> None:
         self.log_path = log_path
         full_env = clean_environ()
-        full_env.update({"PYNENC__LOGGING_FORMAT": "json", "PYNENC__LOGGING_LEVEL": "INFO",
-                         "PYTHONDONTWRITEBYTECODE": "1"})
+        full_env.update(
+            {"PYNENC__LOGGING_FORMAT": "json", "PYNENC__LOGGING_LEVEL": "INFO", "PYTHONDONTWRITEBYTECODE": "1"}
+        )
         full_env.update(env)
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pynenc.supervisors", "--app", app_spec, *args],
-            cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=cwd,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property
@@ -270,6 +282,7 @@ def daemon_fixture(env: dict[str, str], tmp_path: Path) -> Iterator[DaemonFactor
     yield start
     for process in started:
         process.close()
+
 
 DaemonFactory = Callable[..., Daemon]
 #: what a test module imports to get the fixtures above
