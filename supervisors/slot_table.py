@@ -331,15 +331,23 @@ class SlotTable:
         return self.write(index, heartbeat=time.time(), rss_bytes=rss_bytes)
 
     def set_running(self, index: int, invocation_id: str, task_id: str) -> Slot:
+        """RUNNING ``invocation_id`` from now on (counts nothing done)."""
+        current = self._read_own(index)
         now = time.time()
-        return self.write(
+        # Built directly rather than through write(): this runs once per invocation.
+        slot = Slot(
             index,
-            state=SlotState.RUNNING,
-            invocation_id=invocation_id,
-            task_id=task_id,
-            started_at=now,
-            heartbeat=now,
+            current.pid,
+            SlotState.RUNNING,
+            invocation_id,
+            task_id,
+            now,
+            now,
+            current.invocations_done,
+            current.rss_bytes,
         )
+        self._store(index, slot)
+        return slot
 
     def set_idle(self, index: int) -> Slot:
         """Back to IDLE; leaving RUNNING with an invocation counts one more finished invocation."""

@@ -428,6 +428,7 @@ class PoolRunner(BaseRunner):
         # From the last: other runners pop the queue from its front, where the first ones are.
         looking = list(reversed(invocation_ids))
         finished: tuple[str, Outcome] | None = None
+        shown = False  # whether the slot shows a nested invocation (not the waiting one)
         self._nested += 1
         try:
             while True:
@@ -441,13 +442,14 @@ class PoolRunner(BaseRunner):
                 for item in reply.claimed:
                     self._own(item.invocation_id)
                 if reply.resumed:
-                    return ran, True
+                    return ran, True  # (the finally shows the waiting one again)
                 if not reply.claimed and looking:
                     continue  # nothing claimable in that window: look at the next one
                 if not reply.claimed or self.stopping.is_set():
                     break  # what was claimed as we stop is owned: it goes back with the rest
                 child = reply.claimed[0]
-                outcome = self._run_nested(child, execution)
+                outcome = self._run_nested(child, execution, shown)
+                shown = True
                 if outcome is None:  # given back while stopping
                     break
                 self._mark_finishing(child.invocation_id)
@@ -456,22 +458,26 @@ class PoolRunner(BaseRunner):
                     looking.append(child.invocation_id)  # queued again: it may be ours to run again
         finally:
             self._nested -= 1
+            if shown:  # the last one run counts as done; the waiting one shows again
+                self.writer.switch_running(waiter, execution.task_id)
         return ran, False
 
-    def _run_nested(self, claimed: ClaimedInvocation, waiting: Execution) -> Outcome | None:
-        """Run one claimed invocation inside a waiting one; the slot shows it while it runs."""
+    def _run_nested(self, claimed: ClaimedInvocation, waiting: Execution, after_another: bool) -> Outcome | None:
+        """Run one claimed invocation inside a waiting one; the slot shows it while it runs.
+
+        ``after_another``: the slot shows the nested invocation run before this one, which
+        now counts as done (one slot write per nested run, not two).
+        """
         log = self.app.logger.bind(
             task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id
         )
-        self.writer.set_running(claimed.invocation_id, claimed.task_id)
+        if after_another:
+            self.writer.switch_running(claimed.invocation_id, claimed.task_id)
+        else:
+            self.writer.set_running(claimed.invocation_id, claimed.task_id)
         log.debug("invocation started", inside=waiting.invocation_id)
-        try:
-            return self.run_claimed(claimed, log)
-        finally:
-            self.done += 1
-            # Counts the nested one as done; the waiting one shows again (it is still PAUSED
-            # in the backend until it resumes).
-            self.writer.switch_running(waiting.invocation_id, waiting.task_id)
+        self.done += 1
+        return self.run_claimed(claimed, log)
 
     def on_pause(self, execution: Execution) -> None:
         self.ahead.give_back()  # what is held ahead must not wait for this pause to end
