@@ -36,7 +36,7 @@ from pynenc.exceptions import (
     RunnerStopped,
     SerializationError,
 )
-from pynenc.models import ClaimedInvocation, Outcome, OutcomeKind
+from pynenc.models import ClaimedInvocation, HelpReply, Outcome, OutcomeKind
 from pynenc.serializer.errors import encode_exception
 
 if TYPE_CHECKING:
@@ -226,13 +226,20 @@ class BaseRunner(ABC):
         """Read any transition reply still in flight (runners that pipeline their finishes):
         called before a task's own transitions, which must see them applied."""
 
-    def run_awaited(self, execution: Execution, invocation_ids: Sequence[str]) -> tuple[dict[str, str | None], bool]:
-        """Run, in this thread, invocations ``execution`` waits on (it is PAUSED meanwhile).
+    def may_run_awaited(self) -> bool:
+        """Whether this runner runs awaited invocations inside a waiting one now (see
+        :meth:`run_awaited`); runners that cannot say False and always pause."""
+        return False
+
+    def run_awaited(
+        self, execution: Execution, invocation_ids: Sequence[str], first: HelpReply
+    ) -> tuple[dict[str, str | None], bool]:
+        """Run, in this thread, invocations ``execution`` waits on (it is PAUSED meanwhile),
+        starting with what ``first`` (the reply of ``wait_and_claim``) claimed.
 
         Returns those run to a final end, in order, each with its SUCCESS result (else None),
         and whether the backend already resumed ``execution`` (everything it waits on was
-        final). Runners that cannot run another invocation inside a waiting one return
-        ``({}, False)``; the waiting one then pauses and gives its slot up (:meth:`on_pause`).
+        final). What is left is waited for by pausing (:meth:`on_pause`).
         """
         return {}, False
 
@@ -244,13 +251,20 @@ class BaseRunner(ABC):
         or ``{}`` when everything was final already (nothing learned: read the records)."""
         orchestrator = self.app.orchestrator
         self.settle_pipeline()
-        if not orchestrator.wait(self.runner_id, execution.invocation_id, invocation_ids):
+        # Without a timeout the runner may first run what is waited on itself (a nested run
+        # cannot be cut short, so a deadline could not be kept).
+        first: HelpReply | None = None
+        if timeout is None and self.may_run_awaited():
+            lease = self.app.conf.lease_seconds
+            first = orchestrator.wait_and_claim(self.runner_id, execution.invocation_id, invocation_ids, lease)
+            paused = first is not None
+        else:
+            paused = orchestrator.wait(self.runner_id, execution.invocation_id, invocation_ids)
+        if not paused:
             if execution.invocation_id not in self.owned():
                 raise RunnerStopped()
             return {}  # everything awaited is already final
-        # Without a timeout the runner may first run what is waited on itself (a nested run
-        # cannot be cut short, so a deadline could not be kept).
-        final, resumed = self.run_awaited(execution, invocation_ids) if timeout is None else ({}, False)
+        final, resumed = self.run_awaited(execution, invocation_ids, first) if first is not None else ({}, False)
         if resumed:  # everything it waits on is final: the backend resumed it with the last step
             return final
         remaining = [i for i in invocation_ids if i not in final]

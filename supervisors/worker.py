@@ -50,7 +50,7 @@ from pynenc.supervisors.permits import Doorbells, SlotWriter
 from pynenc.supervisors.slot_table import SlotState, SlotTable
 
 from pynenc.context import Execution
-from pynenc.models import ClaimedInvocation, Outcome, OutcomeKind
+from pynenc.models import ClaimedInvocation, HelpReply, Outcome, OutcomeKind
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -407,7 +407,12 @@ class PoolRunner(BaseRunner):
         return following
 
     # ----- while the task waits on other invocations ----------------------------------------
-    def run_awaited(self, execution: Execution, invocation_ids: Sequence[str]) -> tuple[dict[str, str | None], bool]:
+    def may_run_awaited(self) -> bool:
+        return self._nested < MAX_NESTED_RUNS and not self.stopping.is_set()
+
+    def run_awaited(
+        self, execution: Execution, invocation_ids: Sequence[str], first: HelpReply
+    ) -> tuple[dict[str, str | None], bool]:
         """Run awaited invocations still queued here, one at a time, in the waiting one's slot.
 
         A fan-out's parent would otherwise pause, hand its permit to another process (forked
@@ -418,21 +423,19 @@ class PoolRunner(BaseRunner):
         invocation pauses as usual. The step that finds nothing more to claim also resumes
         the waiting one when everything it waits on is final.
         """
-        if self._nested >= MAX_NESTED_RUNS or self.stopping.is_set():
-            return {}, False
         orchestrator = self.app.orchestrator
         lease = self.app.conf.lease_seconds
         waiter = execution.invocation_id
         self.ahead.give_back()  # nothing waits behind the paused one while it helps
         ran: dict[str, str | None] = {}
-        # From the last: other runners pop the queue from its front, where the first ones are.
+        # From the last (as wait_and_claim did): other runners pop the queue from its front.
         looking = list(reversed(invocation_ids))
         finished: tuple[str, Outcome] | None = None
         shown = False  # whether the slot shows a nested invocation (not the waiting one)
+        reply = first
         self._nested += 1
         try:
             while True:
-                reply = orchestrator.claim_awaited(self.runner_id, waiter, looking, lease, finished)
                 if finished is not None:
                     self._disown(finished[0])
                     if reply.done and finished[1].kind is not OutcomeKind.RETRY:
@@ -443,8 +446,10 @@ class PoolRunner(BaseRunner):
                     self._own(item.invocation_id)
                 if reply.resumed:
                     return ran, True  # (the finally shows the waiting one again)
-                if not reply.claimed and looking:
-                    continue  # nothing claimable in that window: look at the next one
+                if not reply.claimed and looking and not self.stopping.is_set():
+                    # Nothing claimable in that window: look at the next one.
+                    reply = orchestrator.claim_awaited(self.runner_id, waiter, looking, lease)
+                    continue
                 if not reply.claimed or self.stopping.is_set():
                     break  # what was claimed as we stop is owned: it goes back with the rest
                 child = reply.claimed[0]
@@ -456,6 +461,7 @@ class PoolRunner(BaseRunner):
                 finished = (child.invocation_id, outcome)
                 if outcome.kind is OutcomeKind.RETRY:
                     looking.append(child.invocation_id)  # queued again: it may be ours to run again
+                reply = orchestrator.claim_awaited(self.runner_id, waiter, looking, lease, finished)
         finally:
             self._nested -= 1
             if shown:  # the last one run counts as done; the waiting one shows again

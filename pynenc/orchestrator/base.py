@@ -172,6 +172,16 @@ class BaseOrchestrator(ABC):
     @abstractmethod
     def wait(self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str]) -> bool: ...
 
+    def wait_and_claim(
+        self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str], lease_seconds: float
+    ) -> HelpReply | None:
+        """:meth:`wait`, then, the waiter being PAUSED, :meth:`claim_awaited` from the awaited
+        ids taken from the last (other runners pop the queue's front): one step where the
+        backend can. None when nothing was recorded (:meth:`wait` returned False)."""
+        if not self.wait(runner_id, waiter_id, awaited_ids):
+            return None
+        return self.claim_awaited(runner_id, waiter_id, list(reversed(awaited_ids)), lease_seconds)
+
     #: how many awaited ids one :meth:`claim_awaited` call looks through at most
     AWAITED_WINDOW = 32
 

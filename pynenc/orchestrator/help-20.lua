@@ -26,7 +26,7 @@ if id ~= '' then
 end
 local expires = string.format('%.6f', NOWN + tonumber(ARGV[8]))
 local out = {done, 0, 0, expires}
-out[2] = claim_awaited(runner, 9, expires, out)
+out[2] = claim_awaited(runner, {unpack(ARGV, 9)}, expires, out)
 if #out == 4 and waiter ~= '' and owned_by(runner, waiter, {PAUSED=true}) then
   local everything_final = true
   for _, awaited in ipairs(get_list(K.waiting_for, waiter)) do

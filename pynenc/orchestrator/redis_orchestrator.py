@@ -221,12 +221,24 @@ class RedisOrchestrator(BaseOrchestrator):
         return last.status is outcome.status and last.runner_id == runner_id
 
     def wait(self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str]) -> bool:
+        return int(self._wait(runner_id, waiter_id, awaited_ids, "")[0]) == 1
+
+    def wait_and_claim(
+        self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str], lease_seconds: float
+    ) -> HelpReply | None:
+        reply = self._wait(runner_id, waiter_id, awaited_ids, lease_seconds)
+        if int(reply[0]) != 1:
+            return None
+        if len(reply) == 1:  # it was PAUSED already (a repeated call): nothing claimed
+            return HelpReply(True, 0, [], False)
+        return HelpReply(True, int(reply[1]), self._claimed(runner_id, reply, 2), False)
+
+    def _wait(self, runner_id: str, waiter_id: str, awaited_ids: Sequence[str], claim_lease: float | str) -> Any:
         cycle = "1" if self.app.conf.cycle_control else "0"
-        reply = self._run("wait", runner_id, waiter_id, cycle, *awaited_ids)
-        code = int(reply[0])
-        if code == -10:
+        reply = self._run("wait", runner_id, waiter_id, cycle, claim_lease, *awaited_ids)
+        if int(reply[0]) == -10:
             self._raise_cycle(str(reply[1]), int(reply[2]) == 1, [str(i) for i in reply[3:]])
-        return code == 1
+        return reply
 
     def _raise_cycle(self, awaited_id: str, failed_child: bool, chain: list[str]) -> None:
         records = self.state.read_records([*chain, awaited_id])

@@ -282,20 +282,19 @@ local function claim_runs(runner, max_count, expires, out, n_running, pending_ex
   if redis.call('ZCARD', K.queue) == 0 then redis.call('DEL', K.wake) end
 end
 
--- Claim, to run now, the first of ARGV[first..] still in the queue: the runner of a paused
+-- Claim, to run now, the first of ids (a list) still in the queue: the runner of a paused
 -- waiter runs what it waits on itself instead of handing its slot over. Ids not queued
 -- (running elsewhere, final, parked) are skipped. Returns how many ids were examined.
-local function claim_awaited(runner, first, expires, out)
-  for i = first, #ARGV do
-    local id = ARGV[i]
+local function claim_awaited(runner, ids, expires, out)
+  for i, id in ipairs(ids) do
     if redis.call('ZREM', K.queue, id) == 1 then
       local status = redis.call('HGET', K.status, id)
       if status and allowed(status, 'PENDING') and claim_one(runner, id, status, true, expires, out) then
-        return i - first + 1
+        return i
       end
     end
   end
-  return #ARGV - first + 1
+  return #ids
 end
 
 -- The owner starts an invocation it claimed ahead (PENDING -> RUNNING): 1, or 0 when it no

@@ -570,6 +570,24 @@ def test_a_waiters_runner_claims_only_queued_awaited_ones_and_the_last_step_resu
     assert orchestrator.get_status(unrelated.invocation_id) is S.REGISTERED  # never claimed: not awaited
 
 
+def test_wait_and_claim_pauses_the_waiter_and_claims_an_awaited_one_from_the_last(rapp: Pynenc) -> None:
+    orchestrator = orchestrator_of(rapp)
+    waiting, first, last = square(1), square(2), square(3)
+    orchestrator.claim("runner-a", 1, 60)
+    reply = orchestrator.wait_and_claim(
+        "runner-a", waiting.invocation_id, [first.invocation_id, last.invocation_id], 60
+    )
+    assert reply is not None and reply.examined == 1
+    assert [c.invocation_id for c in reply.claimed] == [last.invocation_id]  # others pop the front
+    assert orchestrator.get_status(waiting.invocation_id) is S.PAUSED
+    assert orchestrator.get_status(last.invocation_id) is S.RUNNING
+    assert orchestrator.get_status(first.invocation_id) is S.REGISTERED
+    # Sent again (its reply lost): it was recorded already, nothing more is claimed.
+    again = orchestrator.wait_and_claim("runner-a", waiting.invocation_id, [first.invocation_id], 60)
+    assert again is not None and again.claimed == []
+    assert orchestrator.get_status(first.invocation_id) is S.REGISTERED
+
+
 def test_helping_finishes_only_what_the_runner_owns(rapp: Pynenc) -> None:
     orchestrator = orchestrator_of(rapp)
     waiting, child = square(1), square(2)

@@ -1,11 +1,18 @@
--- wait: a running invocation waits for others (PAUSED), with cycle detection.
+-- wait: a running invocation waits for others (PAUSED), with cycle detection; its runner
+-- may claim one of them to run itself right away (as help does).
 -- KEYS[1] status      KEYS[2] owner      KEYS[3] ctl        KEYS[4] waiting_for
 -- KEYS[5] waited_by   KEYS[6] priority   KEYS[7] queue      KEYS[8] history
--- KEYS[9] reg_index   KEYS[10] final_at  KEYS[11] error
+-- KEYS[9] reg_index   KEYS[10] final_at  KEYS[11] error     KEYS[12] spec
+-- KEYS[13] retries    KEYS[14] leases    KEYS[15] running_keys KEYS[16] parked
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
--- ARGV[5] "1" when cycle control is on  ARGV[6..] awaited ids
+-- ARGV[5] "1" when cycle control is on
+-- ARGV[6] lease seconds to claim an awaited one for the runner once PAUSED, or '' (no claim)
+-- ARGV[7..] awaited ids
 -- Returns: {0} nothing recorded (waiter not owned, or everything awaited is final);
 --          {1} edges recorded, awaited re-prioritised, waiter PAUSED (or it already was);
+--          with a claim asked and the waiter PAUSED here: {1, how many awaited ids were
+--          examined (from the last, up to 32), lease expiry, then at most one triple id,
+--          spec JSON, num_retries of the awaited invocation claimed (RUNNING)};
 --          {-10, awaited id, fail_child, chain ids...} a cycle: nothing recorded; the chain
 --          runs from the outermost waiter down to the waiter. fail_child = 1 when the awaited
 --          one is a fresh REGISTERED repeat created by the waiter: it was taken off the queue and
@@ -16,7 +23,7 @@ local runner, waiter = ARGV[3], ARGV[4]
 if owned_by(runner, waiter, {PAUSED=true}) then return {1} end
 if not owned_by(runner, waiter, {RUNNING=true, RESUMED=true}) then return {0} end
 local pending = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local status = redis.call('HGET', K.status, ARGV[i])
   if status and not FINAL[status] then pending[#pending + 1] = ARGV[i] end
 end
@@ -78,4 +85,10 @@ for _, awaited in ipairs(pending) do
 end
 set_list(K.waiting_for, waiter, waiting)
 move(waiter, 'PAUSED', runner)
-return {1}
+if ARGV[6] == '' then return {1} end
+local expires = string.format('%.6f', NOWN + tonumber(ARGV[6]))
+local out = {1, 0, expires}
+local from_last = {}
+for i = #ARGV, math.max(7, #ARGV - 31), -1 do from_last[#from_last + 1] = ARGV[i] end
+out[2] = claim_awaited(runner, from_last, expires, out)
+return out
