@@ -37,20 +37,20 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import psutil
-from pynenc.runners.base import BaseRunner
 from pynenc.runners.thread_runner import ThreadRunner
 from pynenc.supervisors.ahead import ClaimAhead
+from pynenc.supervisors.nested import NestedRunner
 from pynenc.supervisors.permits import Doorbells, SlotWriter
 from pynenc.supervisors.slot_table import SlotState, SlotTable
 
 from pynenc.context import Execution
-from pynenc.models import ClaimedInvocation, HelpReply, Outcome, OutcomeKind
+from pynenc.models import ClaimedInvocation
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -60,9 +60,6 @@ EXIT_CRASH = 1
 EXIT_BOOT_ERROR = 3
 #: an orphaned runner whose invocation did not finish within the graceful timeout
 EXIT_ORPHAN_TIMEOUT = 70
-
-#: how deep invocations run nested in waiting ones (run_awaited) before a wait pauses instead
-MAX_NESTED_RUNS = 8
 
 _PR_SET_PDEATHSIG = 1
 MIB = 1024 * 1024
@@ -248,7 +245,7 @@ def _heartbeat_loop(
                 writer.table.write(writer.index, heartbeat=time.time(), rss_bytes=_rss())
 
 
-class PoolRunner(BaseRunner):
+class PoolRunner(NestedRunner):
     """Runs one invocation at a time in a pool process, holding a run permit while it executes.
 
     Its name is what ``pynenc status runners`` shows for the runner processes of a supervisor
@@ -274,8 +271,6 @@ class PoolRunner(BaseRunner):
         self._found_empty = False
         self._claim_asked = 0
         self.ahead = ClaimAhead(self, stopping)
-        #: how many invocations run nested in waiting ones right now (run_awaited)
-        self._nested = 0
 
     def run(self) -> None:
         self.serve()
@@ -407,84 +402,6 @@ class PoolRunner(BaseRunner):
         return following
 
     # ----- while the task waits on other invocations ----------------------------------------
-    def may_run_awaited(self) -> bool:
-        return self._nested < MAX_NESTED_RUNS and not self.stopping.is_set()
-
-    def run_awaited(
-        self, execution: Execution, invocation_ids: Sequence[str], first: HelpReply
-    ) -> tuple[dict[str, str | None], bool]:
-        """Run awaited invocations still queued here, one at a time, in the waiting one's slot.
-
-        A fan-out's parent would otherwise pause, hand its permit to another process (forked
-        for it when none is spare) and wait to get a permit back: a parent that runs its own
-        children needs none of that, and every process keeps working. Other runners still
-        take the children they reach first. Nested waits help likewise, up to
-        :data:`MAX_NESTED_RUNS` deep; beyond, and for whatever is not queued, the waiting
-        invocation pauses as usual. The step that finds nothing more to claim also resumes
-        the waiting one when everything it waits on is final.
-        """
-        orchestrator = self.app.orchestrator
-        lease = self.app.conf.lease_seconds
-        waiter = execution.invocation_id
-        self.ahead.give_back()  # nothing waits behind the paused one while it helps
-        ran: dict[str, str | None] = {}
-        # From the last (as wait_and_claim did): other runners pop the queue from its front.
-        looking = list(reversed(invocation_ids))
-        finished: tuple[str, Outcome] | None = None
-        shown = False  # whether the slot shows a nested invocation (not the waiting one)
-        reply = first
-        self._nested += 1
-        try:
-            while True:
-                if finished is not None:
-                    self._disown(finished[0])
-                    if reply.done and finished[1].kind is not OutcomeKind.RETRY:
-                        ran[finished[0]] = finished[1].payload if finished[1].kind is OutcomeKind.SUCCESS else None
-                    finished = None
-                looking = looking[reply.examined :]
-                for item in reply.claimed:
-                    self._own(item.invocation_id)
-                if reply.resumed:
-                    return ran, True  # (the finally shows the waiting one again)
-                if not reply.claimed and looking and not self.stopping.is_set():
-                    # Nothing claimable in that window: look at the next one.
-                    reply = orchestrator.claim_awaited(self.runner_id, waiter, looking, lease)
-                    continue
-                if not reply.claimed or self.stopping.is_set():
-                    break  # what was claimed as we stop is owned: it goes back with the rest
-                child = reply.claimed[0]
-                outcome = self._run_nested(child, execution, shown)
-                shown = True
-                if outcome is None:  # given back while stopping
-                    break
-                self._mark_finishing(child.invocation_id)
-                finished = (child.invocation_id, outcome)
-                if outcome.kind is OutcomeKind.RETRY:
-                    looking.append(child.invocation_id)  # queued again: it may be ours to run again
-                reply = orchestrator.claim_awaited(self.runner_id, waiter, looking, lease, finished)
-        finally:
-            self._nested -= 1
-            if shown:  # the last one run counts as done; the waiting one shows again
-                self.writer.switch_running(waiter, execution.task_id)
-        return ran, False
-
-    def _run_nested(self, claimed: ClaimedInvocation, waiting: Execution, after_another: bool) -> Outcome | None:
-        """Run one claimed invocation inside a waiting one; the slot shows it while it runs.
-
-        ``after_another``: the slot shows the nested invocation run before this one, which
-        now counts as done (one slot write per nested run, not two).
-        """
-        log = self.app.logger.bind(
-            task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id
-        )
-        if after_another:
-            self.writer.switch_running(claimed.invocation_id, claimed.task_id)
-        else:
-            self.writer.set_running(claimed.invocation_id, claimed.task_id)
-        log.debug("invocation started", inside=waiting.invocation_id)
-        self.done += 1
-        return self.run_claimed(claimed, log)
-
     def on_pause(self, execution: Execution) -> None:
         self.ahead.give_back()  # what is held ahead must not wait for this pause to end
         self.writer.set_paused()
