@@ -109,6 +109,20 @@ def test_waits_nested_deeper_than_a_runner_runs_them_still_complete(daemon: Daem
     assert sup.wait(30) == 0
 
 
+def test_awaited_work_under_running_concurrency_still_runs_one_at_a_time(daemon: DaemonFactory) -> None:
+    # Children that may run only one at a time, awaited by parents on two processes: a runner
+    # that claims an awaited child while another runs must park it, not run it (Redis: the
+    # help scripts go through the same claim as any runner).
+    sup = daemon("--processes", "2").ready()
+    parents = list(t.gather_one_at_a_time.parallelize([(3,) for _ in range(4)]))
+    assert [p.get_result(60) for p in parents] == [3, 3, 3, 3]
+    children = [r.invocation_id for r in t.app.orchestrator.iter_records() if r.task_id == t.one_at_a_time.task_id]
+    assert len(children) == 12
+    assert t.max_executing_at_once(children) == 1
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
 def published_runner_pids() -> list[int]:
     return [int(info["pid"]) for info in t.app.state_backend.list_info("runner").values()]
 

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from pynenc import Pynenc
+from pynenc import ConcurrencyControlType, Pynenc
 from pynenc.status import InvocationStatus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +47,17 @@ def parent(i: int) -> int:
 def chain(depth: int) -> int:
     """Waits on itself one level less deep: ``depth`` waits nested inside each other."""
     return 0 if depth == 0 else chain(depth - 1).result + 1
+
+
+@app.task(running_concurrency=ConcurrencyControlType.TASK)
+def one_at_a_time(i: int) -> int:
+    time.sleep(0.02)
+    return i
+
+
+@app.task
+def gather_one_at_a_time(n: int) -> int:
+    return sum(one_at_a_time.parallelize([(i,) for i in range(n)]).results)
 
 
 @app.task
