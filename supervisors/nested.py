@@ -40,7 +40,12 @@ class NestedRunner(BaseRunner):
     _nested: int = 0
 
     def may_run_awaited(self) -> bool:
-        return self._nested < MAX_NESTED_RUNS and not self.stopping.is_set()
+        return self._nested < MAX_NESTED_RUNS and not self.stopping.is_set() and self.room_for_nested_run()
+
+    def room_for_nested_run(self) -> bool:
+        """Whether this process may run one more invocation inside the waiting one (a pool
+        runner says no when that would pass max_tasks_per_child)."""
+        return True
 
     def run_awaited(
         self, execution: Execution, invocation_ids: Sequence[str], first: HelpReply
@@ -86,6 +91,8 @@ class NestedRunner(BaseRunner):
                 finished = (child.invocation_id, outcome)
                 if outcome.kind is OutcomeKind.RETRY:
                     looking.append(child.invocation_id)  # queued again: it may be ours to run again
+                if not self.room_for_nested_run():
+                    looking = []  # finish this one, claim nothing more
                 reply = orchestrator.claim_awaited(self.runner_id, waiter, looking, lease, finished)
         finally:
             self._nested -= 1

@@ -341,6 +341,12 @@ class PoolRunner(NestedRunner):
             self.stop_maintenance()
         return EXIT_OK
 
+    def room_for_nested_run(self) -> bool:
+        # Nested runs count toward max_tasks_per_child, and the waiting one will count too:
+        # with ProcessRunner (one invocation per process) a waiting task never runs another.
+        max_tasks = self.spec.max_tasks
+        return not max_tasks or self.done + 2 <= max_tasks
+
     def claim_next_count(self) -> int:
         """One when the finish may claim the next invocation under the permit this slot holds.
 

@@ -58,6 +58,13 @@ def test_process_runner_uses_a_fresh_process_per_invocation(start_pool: Any) -> 
     assert len(set(pids)) == 12
 
 
+@pytest.mark.parametrize("backend", ["redis"])  # where a waiting task's runner could run the child itself
+def test_process_runner_runs_an_awaited_child_in_a_process_of_its_own(start_pool: Any) -> None:
+    start_pool("ProcessRunner", processes=2, graceful_timeout=5.0)
+    parent_pid, child_pid = t.pids_with_child().get_result(60)
+    assert parent_pid != child_pid
+
+
 @SQLITE_ONLY
 def test_multi_thread_runner_runs_processes_with_threads(start_pool: Any) -> None:
     runner = start_pool("MultiThreadRunner", processes=2, max_threads=3, graceful_timeout=5.0)
@@ -70,12 +77,20 @@ def test_multi_thread_runner_runs_processes_with_threads(start_pool: Any) -> Non
 
 @SQLITE_ONLY
 def test_runner_start_cli_with_persistent_process_runner_stops_on_term(env: dict[str, str], tmp_path: Path) -> None:
-    environment = {**t.clean_environ(), **env, "PYNENC__RUNNER_CLS": "PersistentProcessRunner",
-                   "PYNENC__PROCESSES": "2", "PYNENC__GRACEFUL_TIMEOUT": "5"}
+    environment = {
+        **t.clean_environ(),
+        **env,
+        "PYNENC__RUNNER_CLS": "PersistentProcessRunner",
+        "PYNENC__PROCESSES": "2",
+        "PYNENC__GRACEFUL_TIMEOUT": "5",
+    }
     log = (tmp_path / "runner.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pynenc.cli", "--app", t.APP_SPEC, "runner", "start"],
-        cwd=t.REPO, env=environment, stdout=log, stderr=subprocess.STDOUT,
+        cwd=t.REPO,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         assert [inv.get_result(60) for inv in t.add.parallelize([(i, i) for i in range(30)])] == [
@@ -99,18 +114,25 @@ def test_supervisor_on_the_default_backend_switches_to_sqlite_and_says_so(tmp_pa
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pynenc.supervisors", "--app", "plain_tasks.app", "--processes", "1"],
-            cwd=tmp_path, env=environment, stdout=log, stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             line = t.wait_until(
                 lambda: next((x for x in log_path.read_text().splitlines() if "PYNENC__SQLITE_DB_PATH=" in x), None),
-                30, "the shared backend notice",
+                30,
+                "the shared backend notice",
             )
             assert str(tmp_path / "plain.db") in line
             client = subprocess.run(
                 [sys.executable, "-c", "from plain_tasks import double; print(double(21).get_result(60))"],
-                cwd=tmp_path, env={**environment, "PYNENC__SQLITE_DB_PATH": str(tmp_path / "plain.db")},
-                capture_output=True, text=True, timeout=90,
+                cwd=tmp_path,
+                env={**environment, "PYNENC__SQLITE_DB_PATH": str(tmp_path / "plain.db")},
+                capture_output=True,
+                text=True,
+                timeout=90,
             )
             assert client.stdout.strip() == "42", client.stderr
             proc.send_signal(signal.SIGTERM)

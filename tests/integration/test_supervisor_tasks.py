@@ -66,6 +66,12 @@ def pid_of_runner() -> int:
 
 
 @app.task
+def pids_with_child() -> list[int]:
+    """This invocation's process, then that of a child it waits on."""
+    return [os.getpid(), pid_of_runner().result]
+
+
+@app.task
 def slow(marker: str, seconds: float) -> int:
     """Announce the start in ``marker`` (holding the runner pid), then sleep."""
     Path(marker).write_text(str(os.getpid()))
