@@ -10,9 +10,9 @@ loop (a self-pipe); the loop, once per wake-up or every :data:`LOOP_SECONDS`:
    back in the queue at once;
 3. kills runners whose slot heartbeat is older than ``runner_timeout`` (SIGTERM, then
    SIGKILL after a grace) and retiring runners past their deadline;
-4. converges the pool: ``processes`` runners plus one per paused runner (up to
-   ``max_paused``; past it only when every runner is paused, so a fan-out never
-   deadlocks), retiring idle surplus runners;
+4. converges the pool: ``processes`` runners plus one per runner paused for more than
+   :data:`PAUSE_GRACE_SECONDS` (up to ``max_paused``; past it only when every runner is
+   paused, so a fan-out never deadlocks), retiring idle surplus runners;
 5. publishes a snapshot (``publish_info("supervisor", "host:pid", ...)``) and talks to
    systemd (STATUS=, WATCHDOG=1).
 
@@ -50,6 +50,10 @@ LOOP_SECONDS = 0.5
 PUBLISH_SECONDS = 2.0
 #: how long surplus runners (extras whose paused peers resumed, or after TTOU) linger before retiring
 SURPLUS_GRACE_SECONDS = 1.0
+#: a runner paused for less than this gets no process forked for its slot: most pauses of a
+#: fan-out end within milliseconds (a waiting task's runner first runs what it waits on), and
+#: forking and booting a runner costs far more than that
+PAUSE_GRACE_SECONDS = 0.05
 #: extra slots beyond processes + max_paused, for TTIN and for runners replaced on HUP
 SLOT_HEADROOM = 16
 
@@ -135,6 +139,10 @@ class Arbiter:
         self._last_status = ""
         self._table_full_logged = False
         self._surplus_since: float | None = None
+        #: runner pid -> when it was first seen paused (or resuming), for PAUSE_GRACE_SECONDS
+        self._paused_since: dict[int, float] = {}
+        #: monotonic time the loop must look again (a pause reaching its grace), if any
+        self._look_again_at: float | None = None
         self._next_publish = 0.0
         self._next_watchdog = 0.0
         self._table: SlotTable | None = None
@@ -249,8 +257,11 @@ class Arbiter:
         return self.exit_code if self.exit_code is not None else EXIT_OK
 
     def _sleep(self) -> None:
+        timeout = LOOP_SECONDS
+        if self._look_again_at is not None:
+            timeout = min(timeout, max(0.0, self._look_again_at - time.monotonic()))
         try:
-            readable, _, _ = select.select([self._sig_r, self._wake_r], [], [], LOOP_SECONDS)
+            readable, _, _ = select.select([self._sig_r, self._wake_r], [], [], timeout)
         except InterruptedError:
             return
         for fd in readable:
@@ -449,7 +460,7 @@ class Arbiter:
     def _converge(self) -> None:
         active = [w for w in self.workers.values() if not w.retiring]
         slots = {w.pid: self.table.read(w.slot) for w in active}
-        paused = sum(1 for s in slots.values() if s.state in (SlotState.PAUSED, SlotState.RESUMING))
+        paused = self._paused_long_enough(slots)
         desired = self.processes + min(paused, self.max_paused)
         if active and all(s.state is SlotState.PAUSED for s in slots.values()) and desired <= len(active):
             # Every process holds a paused invocation: nobody is left to run what they wait for.
@@ -479,6 +490,20 @@ class Arbiter:
         idle = [w for w in sorted(active, key=lambda w: -w.spawned_at) if slots[w.pid].state is SlotState.IDLE]
         for worker in idle[:surplus]:
             self._retire(worker, None)  # no deadline: a long invocation it took meanwhile may finish
+
+    def _paused_long_enough(self, slots: dict[int, Slot]) -> int:
+        """How many runners have been paused (or resuming) for PAUSE_GRACE_SECONDS; the loop
+        is asked to look again when the next of the others reaches it."""
+        now = time.monotonic()
+        since = {
+            pid: self._paused_since.get(pid, now)
+            for pid, slot in slots.items()
+            if slot.state in (SlotState.PAUSED, SlotState.RESUMING)
+        }
+        self._paused_since = since
+        waiting = [at + PAUSE_GRACE_SECONDS for at in since.values() if now - at < PAUSE_GRACE_SECONDS]
+        self._look_again_at = min(waiting) if waiting else None
+        return len(since) - len(waiting)
 
     def _spawn(self) -> bool:
         try:

@@ -123,6 +123,23 @@ def test_awaited_work_under_running_concurrency_still_runs_one_at_a_time(daemon:
     assert sup.wait(30) == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # where every wait pauses (Redis runs the child itself)
+def test_a_brief_pause_forks_no_runner(daemon: DaemonFactory) -> None:
+    # One parent at a time on two processes: each pause lasts as long as a child on the other
+    # runner takes (milliseconds), shorter than PAUSE_GRACE_SECONDS: no process is forked.
+    sup = daemon("--processes", "2").ready()
+    paused = 0
+    for _ in range(10):
+        parent = t.wait_for_nap(0.005)
+        assert parent.get_result(60) == 0.005
+        history = t.app.orchestrator.get_record(parent.invocation_id).history  # type: ignore[union-attr]
+        paused += S.PAUSED in [entry.status for entry in history]
+    assert paused >= 5  # the child was still running when its parent waited
+    assert len(sup.events_named("runner started")) == 2
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
 def published_runner_pids() -> list[int]:
     return [int(info["pid"]) for info in t.app.state_backend.list_info("runner").values()]
 

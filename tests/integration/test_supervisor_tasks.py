@@ -61,6 +61,17 @@ def gather_one_at_a_time(n: int) -> int:
 
 
 @app.task
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task
+def wait_for_nap(seconds: float) -> float:
+    return nap(seconds).result
+
+
+@app.task
 def pid_of_runner() -> int:
     return os.getpid()
 
