@@ -14,7 +14,7 @@ short) and waits nested more than :data:`MAX_NESTED_RUNS` deep.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pynenc.runners.base import BaseRunner
 
@@ -106,13 +106,18 @@ class NestedRunner(BaseRunner):
         ``after_another``: the slot shows the nested invocation run before this one, which
         now counts as done (one slot write per nested run, not two).
         """
-        log = self.app.logger.bind(
-            task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id
-        )
-        if after_another:
-            self.writer.switch_running(claimed.invocation_id, claimed.task_id)
-        else:
-            self.writer.set_running(claimed.invocation_id, claimed.task_id)
+        log = self.show_running(claimed, switching=after_another)
         log.debug("invocation started", inside=waiting.invocation_id)
         self.done += 1
         return self.run_claimed(claimed, log)
+
+    def show_running(self, claimed: ClaimedInvocation, switching: bool) -> Any:
+        """Make the slot show ``claimed`` RUNNING (``switching``: taking over from the one it
+        shows, which counts as done); the logger of lines about it."""
+        if switching:
+            self.writer.switch_running(claimed.invocation_id, claimed.task_id)
+        else:
+            self.writer.set_running(claimed.invocation_id, claimed.task_id)
+        return self.app.logger.bind(
+            task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id
+        )

@@ -332,22 +332,7 @@ class SlotTable:
 
     def set_running(self, index: int, invocation_id: str, task_id: str) -> Slot:
         """RUNNING ``invocation_id`` from now on (counts nothing done)."""
-        current = self._read_own(index)
-        now = time.time()
-        # Built directly rather than through write(): this runs once per invocation.
-        slot = Slot(
-            index,
-            current.pid,
-            SlotState.RUNNING,
-            invocation_id,
-            task_id,
-            now,
-            now,
-            current.invocations_done,
-            current.rss_bytes,
-        )
-        self._store(index, slot)
-        return slot
+        return self._running(index, invocation_id, task_id, count_left=False)
 
     def set_idle(self, index: int) -> Slot:
         """Back to IDLE; leaving RUNNING with an invocation counts one more finished invocation."""
@@ -365,8 +350,13 @@ class SlotTable:
 
     def switch_running(self, index: int, invocation_id: str, task_id: str) -> Slot:
         """RUNNING one invocation -> RUNNING the next (permit kept); the one left counts as done."""
+        return self._running(index, invocation_id, task_id, count_left=True)
+
+    def _running(self, index: int, invocation_id: str, task_id: str, count_left: bool) -> Slot:
         current = self._read_own(index)
-        done = current.invocations_done + (current.state is SlotState.RUNNING and current.invocation_id != "")
+        done = current.invocations_done
+        if count_left and current.state is SlotState.RUNNING and current.invocation_id != "":
+            done += 1
         now = time.time()
         # Built directly rather than through dataclasses.replace: this runs once per invocation.
         slot = Slot(index, current.pid, SlotState.RUNNING, invocation_id, task_id, now, now, done, current.rss_bytes)

@@ -370,13 +370,7 @@ class PoolRunner(NestedRunner):
 
         ``switching``: the slot is still RUNNING the previous invocation (its permit kept).
         """
-        log = self.app.logger.bind(
-            task_id=claimed.task_id, invocation_id=claimed.invocation_id, runner_id=self.runner_id
-        )
-        if switching:
-            self.writer.switch_running(claimed.invocation_id, claimed.task_id)
-        else:
-            self.writer.set_running(claimed.invocation_id, claimed.task_id)
+        log = self.show_running(claimed, switching)
         log.debug("invocation started")
         started = self.ahead.running_since = time.monotonic()
         following: list[ClaimedInvocation] = []
