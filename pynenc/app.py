@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import os
@@ -119,7 +118,9 @@ class Pynenc:
         instead of being imported again (and held privately) in each one.
         """
         for kind in ("serializer", "state_backend", "broker", "orchestrator", "runner"):
-            load_component(kind, getattr(self.conf, f"{kind}_cls"))
+            cls = load_component(kind, getattr(self.conf, f"{kind}_cls"))
+            if kind == "state_backend":
+                cls.preload()
 
     def _check_families(self) -> None:
         families = {
@@ -290,6 +291,8 @@ class Pynenc:
             args, kwargs = task.call_args(arguments)
             value = task.func(*args, **kwargs)
             if inspect.isawaitable(value):
+                import asyncio  # only for async tasks: a runner without them does not hold it
+
                 value = asyncio.run(_await(value))
             return value
         finally:

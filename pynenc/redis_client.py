@@ -36,14 +36,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-import redis.cluster
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
-
 from pynenc.exceptions import (
     BackendUnavailableError,
     ConfigurationError,
@@ -51,13 +43,53 @@ from pynenc.exceptions import (
     PynencError,
     RegistrationError,
 )
+from pynenc.redis_conn import Client, NoScriptError, RedisConnectionError, RedisReplyError, parse_url
 from pynenc.redis_watch import FinalWatcher
-from pynenc.redis_wire import ScriptConnections, pack_prefix, packed_command, packed_evalsha
+from pynenc.redis_wire import pack_prefix, packed_command, packed_evalsha
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
 
 SCRIPT_DIR = Path(__file__).parent / "orchestrator"
+
+
+#: what a lost or unreachable server raises; redis-py's errors join when a cluster is used
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, OSError)
+#: an error reply (redis-py's joins when a cluster is used)
+REPLY_ERRORS: tuple[type[BaseException], ...] = (RedisReplyError,)
+NOSCRIPT_ERRORS: tuple[type[BaseException], ...] = (NoScriptError,)
+
+
+def _redis_py() -> Any:
+    """redis-py, imported only for Redis Cluster (about 7 MiB a process); its errors are caught too."""
+    global CONNECTION_ERRORS, REPLY_ERRORS, NOSCRIPT_ERRORS
+    import redis
+    import redis.cluster
+
+    if redis.exceptions.ConnectionError not in CONNECTION_ERRORS:
+        CONNECTION_ERRORS += (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        REPLY_ERRORS += (redis.exceptions.ResponseError,)
+        NOSCRIPT_ERRORS += (redis.exceptions.NoScriptError,)
+    return redis
+
+
+def _redis_py_options() -> dict[str, Any]:
+    """redis-py's own retries are off (call() retries with our backoff and deadline); its
+    version is given, else it looks it up in package metadata on every new connection."""
+    redis = _redis_py()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options: dict[str, Any] = {"decode_responses": True, "retry": Retry(NoBackoff(), 0)}
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # redis-py before 7 knows only lib_version
+        options["lib_version"] = redis.__version__
+    else:
+        options["driver_info"] = DriverInfo(lib_version=redis.__version__)
+    return options
+
+
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _KEY_ITEM = re.compile(r"KEYS\[(\d+)\]\s+(\w+)")
 _TRANSITION_ERROR = re.compile(r"PYNENC -3 (\S+) (\S+) (\S+)")
@@ -127,6 +159,16 @@ def load_scripts() -> dict[str, Script]:
     return scripts
 
 
+def preload_process() -> None:
+    """What each process would otherwise do on its first connection, done before a fork.
+
+    Reading and hashing the scripts, and the codec socket.getaddrinfo imports for a host
+    name, cost a freshly forked runner about 1.5 MiB of private pages when done there.
+    """
+    load_scripts()
+    "localhost".encode("idna")
+
+
 class RedisConnection:
     """A Redis (or Redis Cluster) client for one process, with retries and the scripts."""
 
@@ -145,6 +187,8 @@ class RedisConnection:
                 f"redis_url {redact(url)!r}: unknown scheme {scheme!r}; use redis://, rediss://, "
                 "redis+cluster:// or rediss+cluster://"
             )
+        if not self.is_cluster:
+            parse_url(url)  # a bad host, port, database or option is refused here, not in a runner
         self.scripts = load_scripts()
         self._pid = -1
         self._client: Any = None
@@ -153,7 +197,7 @@ class RedisConnection:
         self._loaded_pid = -1
         #: (script, keys) -> the packed start of its EVALSHA command
         self._packed: dict[tuple[str, tuple[str | bytes, ...]], bytes] = {}
-        self._script_connections: ScriptConnections | None = None
+        self._script_connections: Client | None = None
         #: calls sent ahead (send_ahead) whose replies are unread, in order, on _ahead_connection
         self._unsettled: list[_SentAhead] = []
         self._ahead_connection: Any = None
@@ -179,45 +223,39 @@ class RedisConnection:
         return redact(self.url)
 
     def _build(self) -> Any:
-        # redis-py's own retries are off: call() retries with our backoff and our deadline.
-        common: dict[str, Any] = {
-            "socket_timeout": 10.0,
-            "socket_connect_timeout": 5.0,
-            "decode_responses": True,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        if self.is_cluster:
-            parts = urlsplit(self.url)
-            return redis.cluster.RedisCluster(
-                host=parts.hostname or "localhost",
-                port=parts.port or 6379,
-                username=parts.username or None,
-                password=parts.password,
-                ssl=self.tls,
-                **common,
-            )
-        return redis.Redis.from_url(self.url, health_check_interval=15, **common)
+        if not self.is_cluster:
+            return Client(self.url, socket_timeout=10.0, connect_timeout=5.0, health_check_interval=15.0)
+        parts = urlsplit(self.url)
+        return _redis_py().cluster.RedisCluster(
+            host=parts.hostname or "localhost",
+            port=parts.port or 6379,
+            username=parts.username or None,
+            password=parts.password,
+            ssl=self.tls,
+            socket_timeout=10.0,
+            socket_connect_timeout=5.0,
+            **_redis_py_options(),
+        )
 
     def pubsub_client(self) -> Any:
-        """A plain client for subscribing. On a cluster any node will do: PUBLISH reaches every node."""
-        options: dict[str, Any] = {
-            "socket_connect_timeout": 5.0,
-            "decode_responses": True,
-            "retry": Retry(NoBackoff(), 0),
-            # a silently dead subscription (no RST) is noticed by a PING every 15 s, then re-made
-            "health_check_interval": 15,
-        }
-        if self.is_cluster:
-            parts = urlsplit(self.url)
-            return redis.Redis(
-                host=parts.hostname or "localhost",
-                port=parts.port or 6379,
-                username=parts.username or None,
-                password=parts.password,
-                ssl=self.tls,
-                **options,
-            )
-        return redis.Redis.from_url(self.url, **options)
+        """A plain client for subscribing. On a cluster any node will do: PUBLISH reaches every node.
+
+        A silently dead subscription (no RST) is noticed by a PING after 15 s of silence,
+        then made again.
+        """
+        if not self.is_cluster:
+            return Client(self.url, socket_timeout=None, connect_timeout=5.0, health_check_interval=15.0)
+        parts = urlsplit(self.url)
+        return _redis_py().Redis(
+            host=parts.hostname or "localhost",
+            port=parts.port or 6379,
+            username=parts.username or None,
+            password=parts.password,
+            ssl=self.tls,
+            socket_connect_timeout=5.0,
+            health_check_interval=15,
+            **_redis_py_options(),
+        )
 
     @property
     def client(self) -> Any:
@@ -226,7 +264,7 @@ class RedisConnection:
                 if self._pid != os.getpid() or self._client is None:
                     self._client = self._build()
                     if not self.is_cluster:
-                        self._script_connections = ScriptConnections(self._client.connection_pool)
+                        self._script_connections = self._client
                     self._pid = os.getpid()
         return self._client
 
@@ -234,7 +272,7 @@ class RedisConnection:
         """Fail fast with a clear error when Redis cannot be reached; warn about eviction."""
         try:
             self.client.ping()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except CONNECTION_ERRORS as exc:
             raise BackendUnavailableError(
                 f"cannot connect to Redis at {self.redacted_url()}: {exc} "
                 "(is redis-server running? check the redis_url / redis_host settings)"
@@ -271,10 +309,11 @@ class RedisConnection:
                 for script in self.scripts.values():
                     client.script_load(script.source)
                 return
-            pipe = client.pipeline(transaction=False)
-            for script in self.scripts.values():
-                pipe.script_load(script.source)
-            pipe.execute()
+            packed = b"".join(packed_command(("SCRIPT", "LOAD", script.source)) for script in self.scripts.values())
+            connection = client.send(packed)  # pipelined: one round trip for all
+            for _ in range(len(self.scripts) - 1):
+                connection.read_response()
+            client.read(connection)
 
         self.call(load)
         self._loaded_pid = os.getpid()
@@ -299,7 +338,7 @@ class RedisConnection:
             self._unsettled.append(_SentAhead(name, keys, args, what))
             try:
                 self._ahead_connection.send_packed_command([packed_evalsha(self._prefix(name, keys), len(keys), args)])
-            except (RedisConnectionError, RedisTimeoutError, OSError):
+            except CONNECTION_ERRORS:
                 self.settle()  # what this connection held (this call too) is sent again by run
 
     def settle(self, then: bytes | None = None) -> Any:
@@ -330,7 +369,7 @@ class RedisConnection:
             if then is not None and not lost:
                 try:
                     connection.send_packed_command([then])
-                except (RedisConnectionError, RedisTimeoutError, OSError):
+                except CONNECTION_ERRORS:
                     then, lost = None, True
                     connection.disconnect()
             try:
@@ -342,20 +381,20 @@ class RedisConnection:
                                 continue
                             except NoScriptError:
                                 pass  # the script cache was flushed: run loads it again
-                            except (RedisConnectionError, RedisTimeoutError, OSError):
+                            except CONNECTION_ERRORS:
                                 lost = True
                                 connection.disconnect()
                         self.run(sent.name, sent.keys, sent.args)
-                    except ResponseError as exc:
+                    except REPLY_ERRORS as exc:
                         failures.append(f"{sent.what}: {_translate(exc)}")
                     except PynencError as exc:
                         failures.append(f"{sent.what}: {exc}")
                 if then is not None and not lost:
                     try:
                         result = connection.read_response()
-                    except ResponseError:
+                    except REPLY_ERRORS:
                         result = NOT_SENT  # read whole; the caller's own call reports it
-                    except (RedisConnectionError, RedisTimeoutError, OSError):
+                    except CONNECTION_ERRORS:
                         connection.disconnect()
                 if connection is not None and self._script_connections is not None:
                     self._script_connections.give(connection)
@@ -381,7 +420,7 @@ class RedisConnection:
         while True:
             try:
                 return func(self.client)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except CONNECTION_ERRORS as exc:
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailableError(
                         f"Redis at {self.redacted_url()} unreachable for {self.retry_seconds:g} s: {exc}"
@@ -398,7 +437,7 @@ class RedisConnection:
             prefix = self._packed[cache_key] = pack_prefix(self.scripts[name].sha, keys)
         return prefix
 
-    def _connections(self) -> ScriptConnections | None:
+    def _connections(self) -> Client | None:
         """This process's script connections (None on a cluster, where redis-py routes by slot)."""
         self.client  # noqa: B018 (builds the client, and its script connections, in a new process)
         return self._script_connections
@@ -418,16 +457,16 @@ class RedisConnection:
         self.settle()
         try:
             connection = connections.send(packed_evalsha(self._prefix(name, keys), len(keys), args))
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except CONNECTION_ERRORS:
             result = self.run(name, keys, args)
             return lambda: result
 
         def reply() -> Any:
             try:
                 return connections.read(connection)
-            except (RedisConnectionError, RedisTimeoutError, OSError, NoScriptError):
+            except CONNECTION_ERRORS + NOSCRIPT_ERRORS:
                 return self.run(name, keys, args)  # lost, or the script cache was flushed: run again
-            except ResponseError as exc:
+            except REPLY_ERRORS as exc:
                 raise _translate(exc) from None
 
         return reply
@@ -448,9 +487,9 @@ class RedisConnection:
                         command = packed_evalsha(self._prefix(name, keys), len(keys), args)
                         return connections.read(connections.send(command))
                     return client.evalsha(script.sha, len(keys), *keys, *args)
-                except NoScriptError:
+                except NOSCRIPT_ERRORS:
                     return client.eval(script.source, len(keys), *keys, *args)
-            except ResponseError as exc:
+            except REPLY_ERRORS as exc:
                 if "NOSCRIPT" in str(exc):  # a cluster node that lost its cache mid-call
                     return client.eval(script.source, len(keys), *keys, *args)
                 raise _translate(exc) from None
@@ -516,7 +555,7 @@ class _SentAhead:
         self.name, self.keys, self.args, self.what = name, keys, args, what
 
 
-def _translate(exc: ResponseError) -> Exception:
+def _translate(exc: BaseException) -> BaseException:
     """Errors the scripts raise on purpose ("PYNENC <code> ...") as pynenc errors."""
     text = str(exc)
     transition = _TRANSITION_ERROR.search(text)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import faulthandler
+import gc
 import os
 import select
 import signal
@@ -165,6 +166,11 @@ class Arbiter:
         for name in sweep_stale():
             self.log.info("removed a leftover of a killed supervisor", name=name)
         self.app.preload()  # imported once here, shared by every runner forked from us
+        # What is alive now (the app and every module) is moved out of the collector's reach:
+        # a runner's collections would otherwise write into each object's header and copy
+        # every page they touch out of the memory it shares with us (about 1 MiB a runner).
+        gc.collect()
+        gc.freeze()
         self._table = SlotTable.create(self._capacity())
         self.table.set_limit(self.processes if self.mode == "process" else self._capacity())
         self._lock_path = create_lock_file()

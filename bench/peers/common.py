@@ -7,18 +7,21 @@ by sleeping or by any system's result API:
 - ``bench:done:<tag>``  one entry per finished no-op task or fan-out parent;
 - ``bench:err:<tag>``   one entry per fan-out parent that failed (``Type: message``).
 
-Each record costs every system the same single round trip to Redis.
-Imported inside each peer's virtualenv: only the standard library and ``redis``.
+Each record costs every system the same single round trip to Redis: an ``RPUSH`` written
+on a plain socket by :func:`record_done`, with the standard library only, so the
+measuring instrument adds no library to any system's workers (their memory is measured).
+Imported inside each peer's virtualenv; ``redis`` (redis-py) only for the measuring
+client's reads (:func:`client`).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import redis
+from urllib.parse import urlsplit
 
 REDIS_URL_ENV = "BENCH_REDIS_URL"  # same value as bench.registry.REDIS_URL_ENV
 
@@ -37,6 +40,8 @@ def client() -> Any:
     """A Redis client for this process (a new one after fork: sockets must not be shared)."""
     global _client, _client_pid
     if _client is None or _client_pid != os.getpid():
+        import redis
+
         _client = redis.Redis.from_url(redis_url())
         _client_pid = os.getpid()
     return _client
@@ -50,8 +55,50 @@ def err_key(tag: str) -> str:
     return f"bench:err:{tag}"
 
 
+class _Recorder:
+    """One socket per process (and thread) that RPUSHes records and reads each reply."""
+
+    def __init__(self) -> None:
+        parts = urlsplit(redis_url())
+        self.sock = socket.create_connection((parts.hostname or "localhost", parts.port or 6379), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        db = parts.path.strip("/")
+        if db and db != "0":
+            self.command(b"SELECT", db.encode())
+
+    def command(self, *args: bytes) -> bytes:
+        packed = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        self.sock.sendall(packed)
+        reply = b""
+        while not reply.endswith(b"\r\n"):  # RPUSH and SELECT answer one short line
+            chunk = self.sock.recv(64)
+            if not chunk:
+                raise ConnectionError("Redis closed the recorder's connection")
+            reply += chunk
+        if reply.startswith(b"-"):
+            raise RuntimeError(reply.decode(errors="replace").strip())
+        return reply
+
+
+_recorders: dict[tuple[int, int], _Recorder] = {}
+
+
+def _push(key: str, value: str) -> None:
+    import threading
+
+    owner = (os.getpid(), threading.get_ident())  # a new socket after fork, and per thread
+    recorder = _recorders.get(owner)
+    if recorder is None:
+        recorder = _recorders[owner] = _Recorder()
+    try:
+        recorder.command(b"RPUSH", key.encode(), value.encode())
+    except OSError:
+        del _recorders[owner]  # the next record connects again
+        raise
+
+
 def record_done(tag: str) -> None:
-    client().rpush(done_key(tag), repr(time.time()))
+    _push(done_key(tag), repr(time.time()))
 
 
 def error_text(exc: BaseException) -> str:
@@ -60,7 +107,7 @@ def error_text(exc: BaseException) -> str:
 
 
 def record_error(tag: str, exc: BaseException) -> None:
-    client().rpush(err_key(tag), error_text(exc))
+    _push(err_key(tag), error_text(exc))
 
 
 def fan_in(tag: str, children_results: Callable[[], Iterable[int]]) -> int:

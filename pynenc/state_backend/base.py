@@ -25,6 +25,15 @@ class BaseStateBackend(ABC):
     def __init__(self, app: Pynenc) -> None:
         self.app = app
 
+    @classmethod
+    def preload(cls) -> None:
+        """Prepare, once, what every process of this backend needs, connecting to nothing.
+
+        A supervisor calls it before forking runners (see ``Pynenc.preload``): files read
+        and caches filled here are shared with every runner instead of being built again,
+        privately, in each one. Nothing by default.
+        """
+
     @abstractmethod
     def get_record(self, invocation_id: str) -> InvocationRecord | None: ...
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from pynenc.models import HistoryEntry, InvocationRecord
-from pynenc.redis_client import RedisConnection, connection_for
+from pynenc.redis_client import RedisConnection, connection_for, preload_process
 from pynenc.redis_keys import RedisKeys
 from pynenc.state_backend.base import BaseStateBackend
 from pynenc.status import InvocationStatus
@@ -79,6 +79,10 @@ def record_from_values(invocation_id: str, values: Sequence[str | None]) -> Invo
 
 class RedisStateBackend(BaseStateBackend):
     family = "redis"
+
+    @classmethod
+    def preload(cls) -> None:
+        preload_process()
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)

@@ -77,7 +77,7 @@ def test_a_claim_ahead_whose_stored_call_is_corrupted_ends_failed_at_once(rapp: 
     orchestrator = orchestrator_of(rapp)
     first, second, broken = spec(), spec(), spec()
     orchestrator.register([first, second, broken])
-    orchestrator.conn.call(lambda client: client.hset(orchestrator.keys.spec, broken.invocation_id, "{not json"))
+    orchestrator.conn.command("HSET", orchestrator.keys.spec, broken.invocation_id, "{not json")
     orchestrator.claim("r1", 1, 30)
     reply = orchestrator.finish_start_claim("r1", first.invocation_id, OK, None, 2, 1, 30)()
     assert [c.invocation_id for c in reply.claimed] == [second.invocation_id]

@@ -244,7 +244,7 @@ def test_idle_runner_wakes_on_register(rapp: Pynenc) -> None:
     assert returned.is_set()
 
 
-def test_every_idle_runner_wakes_for_a_batch(rapp: Pynenc) -> None:
+def test_every_idle_runner_wakes_for_a_batch(rapp: Pynenc, redis_server: RedisServer) -> None:
     # A batch of several invocations wakes as many idle runners as it has invocations,
     # not just one (the others would sleep while work waits).
     orchestrator = orchestrator_of(rapp)
@@ -261,7 +261,7 @@ def test_every_idle_runner_wakes_for_a_batch(rapp: Pynenc) -> None:
         waiter.start()
     sleeping.wait(10)
     poll_until = time.monotonic() + 10
-    clients = rapp.state_backend.conn.client  # type: ignore[attr-defined]
+    clients = redis_server.client(decode_responses=True)
     while len([c for c in clients.client_list() if c.get("cmd") == "blpop"]) < 3:
         assert time.monotonic() < poll_until, "the idle runners never blocked"
         time.sleep(0.01)
@@ -282,10 +282,12 @@ def test_result_waiter_wakes_on_finish(rapp: Pynenc) -> None:
     assert done == [{call.invocation_id}]
 
 
-def test_the_subscriber_leaves_the_channel_when_nobody_waits_and_comes_back_for_a_waiter(rapp: Pynenc) -> None:
+def test_the_subscriber_leaves_the_channel_when_nobody_waits_and_comes_back_for_a_waiter(
+    rapp: Pynenc, redis_server: RedisServer
+) -> None:
     # A process that waited once must not keep receiving every final event of the app.
     orchestrator = orchestrator_of(rapp)
-    client = orchestrator.conn.client
+    client = redis_server.client(decode_responses=True)
     channel = orchestrator.keys.final_channel
 
     def subscribers() -> int:
@@ -308,14 +310,14 @@ def test_the_subscriber_leaves_the_channel_when_nobody_waits_and_comes_back_for_
     wait_while_it_finishes(second)  # a new waiter subscribes again
 
 
-def test_a_stale_final_message_does_not_end_the_wait(rapp: Pynenc) -> None:
+def test_a_stale_final_message_does_not_end_the_wait(rapp: Pynenc, redis_server: RedisServer) -> None:
     # A message for an id that is not final (e.g. delivered late for an invocation an operator
     # retried since) must not make wait_final report it final.
     orchestrator = orchestrator_of(rapp)
     call = spec()
     orchestrator.register([call])
     returned = threading.Event()
-    client = orchestrator.conn.client
+    client = redis_server.client(decode_responses=True)
 
     def keep_publishing() -> None:
         while not returned.wait(0.01):
