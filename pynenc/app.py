@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import os
@@ -291,8 +292,6 @@ class Pynenc:
             args, kwargs = task.call_args(arguments)
             value = task.func(*args, **kwargs)
             if inspect.isawaitable(value):
-                import asyncio  # only for async tasks: a runner without them does not hold it
-
                 value = asyncio.run(_await(value))
             return value
         finally:

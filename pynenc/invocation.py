@@ -8,6 +8,7 @@ invocation (recording what it waits for) and gives its slot to other work.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -114,8 +115,6 @@ class Invocation(Generic[R]):
         return value
 
     async def async_result(self) -> R:
-        import asyncio  # imported by the caller's event loop already; not at module level (memory)
-
         return await asyncio.to_thread(self.get_result)
 
 
@@ -213,8 +212,6 @@ class InvocationGroup(Generic[R]):
             self.app.warn_if_no_runner()
 
     async def async_results(self) -> AsyncIterator[R]:
-        import asyncio  # as in async_result
-
         iterator = self._iter_results(None)
         sentinel = object()
         while True:

@@ -18,6 +18,7 @@ continues (RESUMED).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import socket
@@ -200,8 +201,6 @@ class BaseRunner(ABC):
             args, kwargs = task.call_args(arguments)
             value = task.func(*args, **kwargs)
             if inspect.isawaitable(value):
-                import asyncio  # only for async tasks: a runner without them does not hold it
-
                 value = asyncio.run(_await(value))
         except RunnerStopped:
             return None
