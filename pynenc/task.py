@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -18,7 +17,7 @@ from pynenc.context import current_execution
 from pynenc.exceptions import DifferentNonKeyArgumentsError, SerializationError
 from pynenc.invocation import Invocation, InvocationGroup, SyncInvocation
 from pynenc.log import TaskLogger
-from pynenc.models import CallSpec, RegisterOutcome
+from pynenc.models import CallSpec, RegisterOutcome, new_invocation_id
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -173,7 +172,7 @@ class Task(Generic[P, R]):
         call_key = _digest(self.task_id, serialized)
         execution = current_execution.get()
         return CallSpec(
-            invocation_id=uuid.uuid4().hex,
+            invocation_id=new_invocation_id(),
             task_id=self.task_id,
             arguments=serialized,
             call_key=call_key,
@@ -197,7 +196,7 @@ class Task(Generic[P, R]):
     def run_inline(self, arguments: dict[str, Any]) -> SyncInvocation[R]:
         """Run now, in the caller (dev mode), with retries as a runner would."""
         self.serialize_arguments(arguments)  # same errors as a real call
-        invocation_id = uuid.uuid4().hex
+        invocation_id = new_invocation_id()
         retries = 0
         while True:
             try:
