@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from pynenc.status import InvocationStatus
 
-
 # The records made once or more per invocation (CallSpec, RegisterOutcome, ClaimedInvocation,
 # FinishReply, HelpReply, Outcome) are plain slotted dataclasses, not frozen ones: a frozen
 # dataclass sets each field through object.__setattr__, which doubled their cost on the hot
