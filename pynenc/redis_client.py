@@ -1,4 +1,4 @@
-"""Connections to Redis and the Lua script loader used by the Redis backend.
+"""The Redis backend's connection: retries, script calls, calls sent ahead, subscribers.
 
 URL forms (setting ``redis_url``): ``redis://[:password@]host:port/db``,
 ``rediss://...`` (TLS) and ``redis+cluster://host:port`` (Redis Cluster; the
@@ -16,15 +16,15 @@ registrations) are read before any other command of the process is sent
 (:meth:`RedisConnection.settle`, called by ``call`` and ``send``) and at exit, so
 whatever this process does next sees what it sent before.
 
-Beside it: :mod:`pynenc.redis_wire` (commands packed by pynenc, and the kept script
-connections) and :mod:`pynenc.redis_watch` (the final-channel subscriber).
+Beside it: :mod:`pynenc.redis_conn` (the client for one server: sockets, replies),
+:mod:`pynenc.redis_wire` (commands packed by pynenc), :mod:`pynenc.redis_scripts` (the Lua
+scripts) and :mod:`pynenc.redis_watch` (the final-channel subscriber). redis-py is used
+only for Redis Cluster.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
-import hashlib
 import logging
 import os
 import re
@@ -32,7 +32,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,13 +43,13 @@ from pynenc.exceptions import (
     RegistrationError,
 )
 from pynenc.redis_conn import Client, NoScriptError, RedisConnectionError, RedisReplyError, parse_url
+from pynenc.redis_scripts import load_scripts
 from pynenc.redis_watch import FinalWatcher
 from pynenc.redis_wire import pack_prefix, packed_command, packed_evalsha
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
 
-SCRIPT_DIR = Path(__file__).parent / "orchestrator"
 
 
 #: what a lost or unreachable server raises; redis-py's errors join when a cluster is used
@@ -91,7 +90,6 @@ def _redis_py_options() -> dict[str, Any]:
 
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-_KEY_ITEM = re.compile(r"KEYS\[(\d+)\]\s+(\w+)")
 _TRANSITION_ERROR = re.compile(r"PYNENC -3 (\S+) (\S+) (\S+)")
 _SCRIPT_ERROR = re.compile(r"PYNENC -\d+ (.*)")
 _warned_policy: set[str] = set()
@@ -114,49 +112,6 @@ def url_from_settings(conf: Any) -> str:
     scheme = "rediss" if conf.redis_ssl else "redis"
     auth = f":{conf.redis_password}@" if conf.redis_password else ""
     return f"{scheme}://{auth}{conf.redis_host}:{conf.redis_port}/{conf.redis_db}"
-
-
-class Script:
-    """One ``.lua`` file: its KEYS names (from the header) and its SHA1."""
-
-    def __init__(self, path: Path, prelude: str) -> None:
-        self.name = path.stem.rsplit("-", 1)[0]
-        declared = int(path.stem.rsplit("-", 1)[1])
-        body = path.read_text()
-        keys: dict[int, str] = {}
-        for line in body.splitlines():
-            if not line.startswith("--"):
-                break  # the header is the leading comment block
-            for number, name in _KEY_ITEM.findall(line):
-                if int(number) in keys:
-                    raise ValueError(f"{path.name}: KEYS[{number}] listed twice in the header")
-                keys[int(number)] = name
-        self.key_names = [keys[i] for i in sorted(keys)]
-        if sorted(keys) != list(range(1, declared + 1)):
-            raise ValueError(f"{path.name}: header lists KEYS {sorted(keys)}, file name says {declared}")
-        names = ", ".join(f"{name}=KEYS[{i}]" for i, name in enumerate(self.key_names, 1))
-        self.source = f"local K = {{{names}}}\n" + prelude + "\n" + body
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-
-
-def _lua_transitions() -> str:
-    from pynenc.status import TRANSITIONS
-
-    # One constant string (" FROM>TO " per allowed move) rather than a table of tables:
-    # a script's constants cost nothing per call, a table literal is rebuilt on every call.
-    pairs = " ".join(f"{src.value}>{dst.value}" for src, dsts in TRANSITIONS.items() for dst in dsts)
-    return f"local TRANSITIONS = ' {pairs} '\n"
-
-
-@functools.cache
-def load_scripts() -> dict[str, Script]:
-    """Every ``<name>-<nkeys>.lua`` beside the Redis orchestrator, with the shared prelude."""
-    prelude = _lua_transitions() + (SCRIPT_DIR / "redis_prelude.lua").read_text()
-    scripts = {}
-    for path in sorted(SCRIPT_DIR.glob("*-[0-9]*.lua")):
-        script = Script(path, prelude)
-        scripts[script.name] = script
-    return scripts
 
 
 def preload_process() -> None:
@@ -495,6 +450,44 @@ class RedisConnection:
                 raise _translate(exc) from None
 
         return self.call(attempt)
+
+    def run_after(self, first: Sequence[Any], name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
+        """Send the command ``first`` (e.g. a BLPOP) and the script call behind it on one
+        connection; return the script's reply (``first``'s is read and dropped).
+
+        Redis runs the script as soon as ``first`` has returned, so a blocking ``first``
+        costs no extra round trip. When the reply is lost with its connection, or is
+        NOSCRIPT, the script is made again with :meth:`run` (so it must be safe to repeat,
+        as every transition is); ``first`` is not. On a cluster the two are made one after
+        the other.
+        """
+        connections = self._connections()
+        if connections is None:
+            self.call(lambda client: client.execute_command(*first))
+            return self.run(name, keys, args)
+        self.settle()
+        packed = packed_command(first) + packed_evalsha(self._prefix(name, keys), len(keys), args)
+        try:
+            connection = connections.send(packed)
+        except CONNECTION_ERRORS:
+            return self.run(name, keys, args)
+        try:
+            try:
+                connection.read_response()
+            except REPLY_ERRORS:
+                pass  # read whole: the script's reply follows
+        except BaseException as exc:
+            connection.disconnect()
+            connections.give(connection)
+            if isinstance(exc, CONNECTION_ERRORS):
+                return self.run(name, keys, args)
+            raise
+        try:
+            return connections.read(connection)  # gives the connection back in every case
+        except CONNECTION_ERRORS + NOSCRIPT_ERRORS:
+            return self.run(name, keys, args)
+        except REPLY_ERRORS as exc:
+            raise _translate(exc) from None
 
     def command(self, *args: str | bytes | int | float) -> Any:
         """One plain read-only command, e.g. ``command("HMGET", key, *fields)``, with :meth:`call`'s retries.

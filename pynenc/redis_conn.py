@@ -84,6 +84,9 @@ def parse_url(url: str) -> Address:
     if parts.scheme != "unix" and parts.path not in ("", "/"):
         db_text = parts.path.lstrip("/")
     tls_options = {name: query.pop(name) for name in _SSL_OPTIONS if name in query}
+    reqs = tls_options.get("ssl_cert_reqs", "required").lower()
+    if reqs not in ("none", "optional", "required"):
+        raise ConfigurationError(f"redis_url: ssl_cert_reqs must be none, optional or required, got {reqs!r}")
     if query:
         raise ConfigurationError(
             f"redis_url: unknown option(s) {sorted(query)}; known: db, {', '.join(_SSL_OPTIONS)}"
@@ -158,7 +161,7 @@ class Connection:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             if address.tls:
-                sock = _wrap_tls(sock, address)
+                sock = _wrap_tls(sock, address)  # closes sock when the handshake fails
             sock.settimeout(self.socket_timeout)
         except TimeoutError:
             raise RedisTimeoutError(f"timed out connecting to {target}") from None
@@ -269,10 +272,8 @@ def _wrap_tls(sock: socket.socket, address: Address) -> socket.socket:
 
     options = address.tls_options
     context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-    reqs = options.get("ssl_cert_reqs", "required").lower()
+    reqs = options.get("ssl_cert_reqs", "required").lower()  # one of these three (parse_url)
     modes = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
-    if reqs not in modes:
-        raise ConfigurationError(f"redis_url: ssl_cert_reqs must be none, optional or required, got {reqs!r}")
     check = options.get("ssl_check_hostname", "true" if reqs != "none" else "false").lower()
     context.check_hostname = check in ("1", "true", "yes")
     context.verify_mode = modes[reqs]
@@ -410,8 +411,10 @@ class Client:
         return self.execute_command("EVAL", source, numkeys, *keys_and_args)
 
     def pubsub(self) -> PubSub:
+        # Its reads wait in select() (get_message's timeout); the socket timeout only bounds
+        # reading the rest of a message that has begun to arrive.
         return PubSub(
-            Connection(self.address, None, self.connect_timeout, 0.0),
+            Connection(self.address, 10.0, self.connect_timeout, 0.0),
             health_check_interval=self.health_check_interval,
         )
 

@@ -32,7 +32,6 @@ import select
 import signal
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -41,14 +40,15 @@ from types import FrameType
 from typing import Any
 
 from pynenc.supervisors import worker as worker_mod
-from pynenc.supervisors.permits import LOCK_PREFIX, Doorbells, create_lock_file
+from pynenc.supervisors.leftovers import sweep_stale
+from pynenc.supervisors.permits import Doorbells, create_lock_file
+from pynenc.supervisors.reporting import Reporter
 from pynenc.supervisors.sd_notify import Notifier
 from pynenc.supervisors.slot_table import Slot, SlotState, SlotTable, SlotTableFull
 
 from pynenc.status import OWNED
 
 LOOP_SECONDS = 0.5
-PUBLISH_SECONDS = 2.0
 #: how long surplus runners (extras whose paused peers resumed, or after TTOU) linger before retiring
 SURPLUS_GRACE_SECONDS = 1.0
 #: a runner paused for less than this gets no process forked for its slot: most pauses of a
@@ -137,15 +137,13 @@ class Arbiter:
         self.ready = False
         self.log = app.logger.bind(supervisor_pid=self.pid)
         self.notifier = Notifier.from_env(unset_environment=True) if install_signals else Notifier(None)
-        self._last_status = ""
+        self.reporter = Reporter(self)
         self._table_full_logged = False
         self._surplus_since: float | None = None
         #: runner pid -> when it was first seen paused (or resuming), for PAUSE_GRACE_SECONDS
         self._paused_since: dict[int, float] = {}
         #: monotonic time the loop must look again (a pause reaching its grace), if any
         self._look_again_at: float | None = None
-        self._next_publish = 0.0
-        self._next_watchdog = 0.0
         self._table: SlotTable | None = None
         self._lock_path = ""
         self._doorbells: Doorbells | None = None
@@ -251,7 +249,7 @@ class Arbiter:
                     self.exit_code = EXIT_OK
                     break
                 self._check_ready()
-                self._publish()
+                self.reporter.publish()
         except BaseException:
             self._kill_all()
             raise
@@ -347,7 +345,7 @@ class Arbiter:
                 new_app = self.reload_app()
             except Exception as exc:
                 self.log.error("reload failed: keeping the running app", error=f"{type(exc).__name__}: {exc}")
-                self.notifier.ready(self._status_text())
+                self.notifier.ready(self.reporter.status_text())
                 return
             old, self.app = self.app, new_app
             self.log = new_app.logger.bind(supervisor_pid=self.pid)
@@ -357,7 +355,7 @@ class Arbiter:
         deadline = time.monotonic() + self.app.conf.graceful_timeout
         for worker in list(self.workers.values()):
             self._retire(worker, deadline)
-        self.notifier.ready(self._status_text())
+        self.notifier.ready(self.reporter.status_text())
 
     def _scale(self, processes: int) -> None:
         self.processes = processes
@@ -551,106 +549,15 @@ class Arbiter:
         self.log.debug("runner forked", runner_pid=pid, slot=index)
         return True
 
-    # ----- reporting ----------------------------------------------------------------------
     def _check_ready(self) -> None:
         if self.ready or self.stopping:
             return
         slots = [self.table.read(w.slot) for w in self.workers.values()]
         if len(slots) >= self.processes and all(s.pid for s in slots):
             self.ready = True
-            self.notifier.ready(self._status_text())
+            self.notifier.ready(self.reporter.status_text())
             self.log.info("supervisor ready", runners=len(slots))
-            self._next_publish = 0.0
-
-    def _status_text(self) -> str:
-        counts = collections.Counter(self.table.read(w.slot).state for w in self.workers.values())
-        return (
-            f"{counts[SlotState.RUNNING]} running, {counts[SlotState.PAUSED] + counts[SlotState.RESUMING]} paused, "
-            f"{counts[SlotState.IDLE]} idle; {len(self.workers)} runner processes (target {self.processes})"
-        )
-
-    def snapshot(self) -> dict[str, Any]:
-        """What ``pynenc status`` shows for this supervisor (the published schema)."""
-        slots = [s for s in self.table.read_all() if s.state is not SlotState.EMPTY]
-        return {
-            "host": self.host,
-            "pid": self.pid,
-            "started_at": self.started_at,
-            "processes": self.processes,
-            "max_paused": self.max_paused,
-            "app": self.app_name,
-            "slots": [
-                {
-                    "index": s.index,
-                    "pid": s.pid,
-                    "state": s.state.name.lower(),
-                    "invocation_id": s.invocation_id or None,
-                    "task_id": s.task_id or None,
-                    "started_at": s.started_at or None,
-                    "heartbeat": s.heartbeat,
-                    "done": s.invocations_done,
-                    "rss": s.rss_bytes,
-                }
-                for s in slots
-            ],
-        }
-
-    def _publish(self) -> None:
-        mono = time.monotonic()
-        interval = self.notifier.watchdog_interval()
-        if interval is not None and mono >= self._next_watchdog:
-            self.notifier.watchdog()
-            self._next_watchdog = mono + interval
-        if mono < self._next_publish:
-            return
-        self._next_publish = mono + PUBLISH_SECONDS
-        status = self._status_text()
-        if status != self._last_status:
-            self._last_status = status
-            self.notifier.status(status)
-        try:
-            self.app.state_backend.publish_info(
-                "supervisor", f"{self.host}:{self.pid}", self.snapshot(), PUBLISH_SECONDS * 3
-            )
-        except Exception as exc:
-            self.log.warning("could not publish supervisor status", error=repr(exc))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def sweep_stale(shm_dir: str = "/dev/shm", lock_dir: str | None = None) -> list[str]:
-    """Remove slot tables and lock files left by supervisors that were killed; return what went.
-
-    Both are named after their creator's pid; only those whose pid is gone are removed
-    (orphaned runners that still use them keep their mappings and open files).
-    """
-    removed = []
-    candidates = [(shm_dir, "pynenc_slots_", "_"), (lock_dir or tempfile.gettempdir(), LOCK_PREFIX, "-")]
-    for directory, prefix, separator in candidates:
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            continue
-        for name in names:
-            if not name.startswith(prefix):
-                continue
-            pid_text = name[len(prefix) :].split(separator, 1)[0]
-            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
-                continue
-            try:
-                os.unlink(os.path.join(directory, name))
-                removed.append(name)
-            except OSError:
-                pass
-    return removed
+            self.reporter.publish_soon()
 
 
 def _signal(pid: int, signum: int) -> None:

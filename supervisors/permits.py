@@ -43,7 +43,7 @@ def create_lock_file(directory: str | None = None) -> str:
     """A fresh empty lock file for one pool, named after its creator's pid.
 
     The supervisor deletes it when it exits; one left by a supervisor that was killed is
-    removed by the next one (:func:`pynenc.supervisors.arbiter.sweep_stale`).
+    removed by the next one (:func:`pynenc.supervisors.leftovers.sweep_stale`).
     """
     fd, path = tempfile.mkstemp(prefix=f"{LOCK_PREFIX}{os.getpid()}-", suffix=".lock", dir=directory)
     os.close(fd)

@@ -138,7 +138,7 @@ def _untracked(name: str, create: bool = False, size: int = 0) -> SharedMemory:
     interpreter process (spawned on first use, several MiB of memory for each pool) that
     unlinks the segment when the registering process exits and warns about a "leak". For an
     attaching process that would destroy the owner's table. The owner unlinks its table
-    itself on close, and :func:`pynenc.supervisors.arbiter.sweep_stale` removes the tables
+    itself on close, and :func:`pynenc.supervisors.leftovers.sweep_stale` removes the tables
     of supervisors that died without closing. Suppressing the registration, instead of
     unregistering afterwards, never starts the tracker at all.
     """

@@ -13,8 +13,8 @@ import pytest
 
 from pynenc import Pynenc
 from pynenc.models import Outcome, OutcomeKind
-from pynenc.redis_client import load_scripts
 from pynenc.redis_keys import RedisKeys
+from pynenc.redis_scripts import load_scripts
 from pynenc.status import InvocationStatus as S
 from tests.integration import behaviour_tasks
 from tests.integration.test_behaviour import (  # noqa: F401  (collected here, on the cluster)

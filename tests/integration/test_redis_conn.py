@@ -44,6 +44,7 @@ def test_parse_url_forms() -> None:
         ("redis://h/zero", "'zero'"),
         ("redis://h:notaport/0", "port"),
         ("http://h/0", "'http'"),
+        ("rediss://h/0?ssl_cert_reqs=sometimes", "ssl_cert_reqs"),
     ],
 )
 def test_bad_urls_are_refused_naming_the_problem(url: str, named: str) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from pynenc import Pynenc
 from pynenc.exceptions import BackendUnavailableError, ConfigurationError
-from pynenc.redis_client import load_scripts
 from pynenc.redis_keys import RedisKeys
+from pynenc.redis_scripts import load_scripts
 from tests.integration.test_redis_backend import (
     RunnerThread,
     app,

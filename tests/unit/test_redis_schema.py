@@ -16,8 +16,9 @@ import pytest
 from redis.crc import key_slot
 
 from pynenc.conf.config_pynenc import ConfigPynenc
-from pynenc.redis_client import SCRIPT_DIR, Script, load_scripts, redact, url_from_settings
+from pynenc.redis_client import redact, url_from_settings
 from pynenc.redis_keys import KEY_NAMES, PER_INVOCATION_HASHES, RedisKeys, queue_priority
+from pynenc.redis_scripts import SCRIPT_DIR, Script, load_scripts
 
 _FUNCTION = re.compile(r"^local function (\w+)\(", re.MULTILINE)
 _K_USE = re.compile(r"\bK\.(\w+)")

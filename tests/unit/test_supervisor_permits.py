@@ -143,7 +143,7 @@ def test_limit_changes_are_seen_at_once(pool: tuple[SlotTable, str]) -> None:
 def test_leftovers_of_killed_supervisors_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
     import subprocess
 
-    from pynenc.supervisors.arbiter import sweep_stale
+    from pynenc.supervisors.leftovers import sweep_stale
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # reaped: its pid names no process
