@@ -10,14 +10,24 @@
 local n = tonumber(ARGV[3])
 local out = {}
 local created = 0
+-- Queue positions for the whole batch, reserved at once in call order (a position left
+-- unused by an existing call is a harmless gap: only the order counts). New calls have
+-- priority 0, so a position is the queue score itself.
+local first_seq = redis.call('INCRBY', K.seq, n) - n + 1
+local history = '[' .. cjson.encode({s = 'REGISTERED', t = NOW}) .. ']'
+-- The batch's writes, one call per hash at the end. A call with a registration key is
+-- written at once instead, so a later call of the same batch finds it by that key.
+local specs, ctls, statuses, histories, queued = {}, {}, {}, {}, {}
 for i = 0, n - 1 do
   local base = 4 + i * 4
   local id, spec, ctl_json, refuse = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
-  local c = cjson.decode(ctl_json)
+  local keyed = string.find(ctl_json, '"rk":', 1, true) ~= nil
+  local c
   local result_id, code = id, 1
   if redis.call('HEXISTS', K.status, id) == 1 then
     code = 0 -- the same call sent again (a retried request): already stored
-  elseif c.rk then
+  elseif keyed then
+    c = cjson.decode(ctl_json)
     local existing = redis.call('HGET', K.reg_index, c.rk)
     if existing then
       local status = redis.call('HGET', K.status, existing)
@@ -28,15 +38,34 @@ for i = 0, n - 1 do
     end
   end
   if code == 1 then
-    redis.call('HSET', K.spec, id, spec)
-    redis.call('HSET', K.ctl, id, ctl_json)
-    CTL_CACHE[id] = c
-    record_new(id, 'REGISTERED')
-    enqueue(id, false, 0, true)
+    local score = string.format('%.0f', ORDER_BASE + first_seq + i)
+    if keyed then
+      redis.call('HSET', K.spec, id, spec)
+      redis.call('HSET', K.ctl, id, ctl_json)
+      CTL_CACHE[id] = c
+      redis.call('HSET', K.status, id, 'REGISTERED')
+      redis.call('HSET', K.history, id, history)
+      redis.call('ZADD', K.queue, score, id)
+      redis.call('HSETNX', K.reg_index, c.rk, id)
+    else
+      local at = #specs
+      specs[at + 1], specs[at + 2] = id, spec
+      ctls[at + 1], ctls[at + 2] = id, ctl_json
+      statuses[at + 1], statuses[at + 2] = id, 'REGISTERED'
+      histories[at + 1], histories[at + 2] = id, history
+      queued[at + 1], queued[at + 2] = score, id
+    end
     created = created + 1
   end
   out[#out + 1] = result_id
   out[#out + 1] = code
+end
+if #specs > 0 then
+  redis.call('HSET', K.spec, unpack(specs))
+  redis.call('HSET', K.ctl, unpack(ctls))
+  redis.call('HSET', K.status, unpack(statuses))
+  redis.call('HSET', K.history, unpack(histories))
+  redis.call('ZADD', K.queue, unpack(queued))
 end
 if created > 0 then wake_runners(created) end
 return out

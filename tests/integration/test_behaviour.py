@@ -291,6 +291,16 @@ def test_registration_concurrency_arguments(app: Pynenc) -> None:
     assert other.invocation_id != first.invocation_id
 
 
+def test_registration_concurrency_within_one_parallelize_batch(app: Pynenc) -> None:
+    # A batch is registered in one backend call: a repeat later in the same batch must still
+    # find the first by its key, and the queue keeps the batch's call order.
+    group = t.register_once.parallelize([(1,), (1,), (2,), (1,)])
+    ids = [invocation.invocation_id for invocation in group]
+    assert ids[0] == ids[1] == ids[3] != ids[2]
+    claimed = [c.invocation_id for c in app.orchestrator.claim("r1", 10, 30)]
+    assert claimed == [ids[0], ids[2]]
+
+
 def test_registration_concurrency_task(app: Pynenc, start_runner: Any) -> None:
     first, second = t.register_once_per_task(1), t.register_once_per_task(2)
     assert first.invocation_id == second.invocation_id

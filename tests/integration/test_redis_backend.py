@@ -225,6 +225,18 @@ def test_kill_and_retry(rapp: Pynenc, start_runner: Any) -> None:
     assert invocation.get_result(timeout=10) == 49
 
 
+def test_a_batch_mixing_keyed_and_plain_calls_queues_in_call_order(rapp: Pynenc) -> None:
+    # register writes a batch's plain calls together at the end and keyed ones at once:
+    # the queue must still follow the call order, and a repeated key within the batch dedups.
+    orchestrator = orchestrator_of(rapp)
+    calls = [spec(), spec(registration_key="k1"), spec(), spec(registration_key="k1"), spec()]
+    outcomes = orchestrator.register(calls)
+    assert [o.created for o in outcomes] == [True, True, True, False, True]
+    assert outcomes[3].invocation_id == calls[1].invocation_id
+    claimed = [c.invocation_id for c in orchestrator.claim("runner-a", 10, 30)]
+    assert claimed == [calls[i].invocation_id for i in (0, 1, 2, 4)]
+
+
 # ----- blocking without polling -------------------------------------------------------------
 def test_idle_runner_wakes_on_register(rapp: Pynenc) -> None:
     orchestrator = orchestrator_of(rapp)
