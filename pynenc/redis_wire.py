@@ -36,7 +36,17 @@ def pack_prefix(sha: str, keys: Sequence[str | bytes]) -> bytes:
 
 
 def packed_evalsha(prefix: bytes, n_keys: int, args: Sequence[Any]) -> bytes:
-    return b"*%d\r\n%s%s" % (3 + n_keys + len(args), prefix, b"".join([bulk(arg) for arg in args]))
+    parts = []
+    for arg in args:  # str and bytes inline (most arguments): a call of bulk() each cost more
+        kind = type(arg)
+        if kind is str:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        elif kind is bytes:
+            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        else:
+            parts.append(bulk(arg))
+    return b"*%d\r\n%s%s" % (3 + n_keys + len(args), prefix, b"".join(parts))
 
 
 def packed_command(args: Sequence[Any]) -> bytes:

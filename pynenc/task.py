@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar
 
 from pynenc.conf.config_task import ConcurrencyControlType, ConfigTask
 from pynenc.context import current_execution
@@ -117,6 +117,7 @@ class Task(Generic[P, R]):
         batch_size = max(1, self.conf.parallel_batch_size)
         # One batch is being registered while the next is prepared; collected in order.
         in_flight: Callable[[], list[Invocation[R]]] | None = None
+        options = self._call_options()
         for item in param_iter:
             if isinstance(item, dict):
                 arguments = self.bind((), {**common, **item})
@@ -127,7 +128,7 @@ class Task(Generic[P, R]):
             if self.app.conf.dev_mode_force_sync_tasks:
                 invocations.append(self.run_inline(arguments))
                 continue
-            batch.append((self.make_call(arguments), arguments))
+            batch.append((self.make_call(arguments, options), arguments))
             if len(batch) >= batch_size:
                 if in_flight is not None:
                     invocations.extend(in_flight())
@@ -156,9 +157,12 @@ class Task(Generic[P, R]):
             invocations.append(Invocation(self.app, self, outcome.invocation_id, arguments))
         return invocations
 
-    def serialize_arguments(self, arguments: dict[str, Any]) -> dict[str, str]:
+    def serialize_arguments(
+        self, arguments: dict[str, Any], dumps: Callable[[Any], str] | None = None
+    ) -> dict[str, str]:
         serialized = {}
-        dumps = self.app.serializer.dumps
+        if dumps is None:
+            dumps = self.app.serializer.dumps
         for name, value in arguments.items():
             try:
                 serialized[name] = dumps(value)
@@ -166,21 +170,35 @@ class Task(Generic[P, R]):
                 raise SerializationError(f"{self.task_id}: argument {name!r} cannot be serialized: {exc}") from exc
         return serialized
 
-    def make_call(self, arguments: dict[str, Any]) -> CallSpec:
-        serialized = self.serialize_arguments(arguments)
-        conf = self.conf
+    def make_call(self, arguments: dict[str, Any], options: _CallOptions | None = None) -> CallSpec:
+        """The call to register; ``options`` (from :meth:`_call_options`) when making many at once."""
+        if options is None:
+            options = self._call_options()
+        serialized = self.serialize_arguments(arguments, options.dumps)
         call_key = _digest(self.task_id, serialized)
-        execution = current_execution.get()
         return CallSpec(
             invocation_id=new_invocation_id(),
             task_id=self.task_id,
             arguments=serialized,
             call_key=call_key,
-            registration_key=self._concurrency_key(conf.registration_concurrency, serialized, call_key),
-            running_key=self._concurrency_key(conf.running_concurrency, serialized, call_key),
-            reroute_on_concurrency_control=conf.reroute_on_concurrency_control,
-            on_diff_non_key_args_raise=conf.on_diff_non_key_args_raise,
-            parent_invocation_id=execution.invocation_id if execution else None,
+            registration_key=self._concurrency_key(options.registration, serialized, call_key),
+            running_key=self._concurrency_key(options.running, serialized, call_key),
+            reroute_on_concurrency_control=options.reroute,
+            on_diff_non_key_args_raise=options.refuse_different,
+            parent_invocation_id=options.parent,
+        )
+
+    def _call_options(self) -> _CallOptions:
+        """What every call made now shares: read once per ``parallelize``, not per item."""
+        conf = self.conf
+        execution = current_execution.get()
+        return _CallOptions(
+            self.app.serializer.dumps,
+            conf.registration_concurrency,
+            conf.running_concurrency,
+            conf.reroute_on_concurrency_control,
+            conf.on_diff_non_key_args_raise,
+            execution.invocation_id if execution else None,
         )
 
     def _concurrency_key(self, kind: ConcurrencyControlType, serialized: dict[str, str], call_key: str) -> str | None:
@@ -208,6 +226,15 @@ class Task(Generic[P, R]):
                 retries += 1
             except Exception as exc:
                 return SyncInvocation(self.app, self, invocation_id, arguments, error=exc, num_retries=retries)
+
+
+class _CallOptions(NamedTuple):
+    dumps: Callable[[Any], str]
+    registration: ConcurrencyControlType
+    running: ConcurrencyControlType
+    reroute: bool
+    refuse_different: bool
+    parent: str | None
 
 
 def _digest(task_id: str, serialized: dict[str, str]) -> str:

@@ -99,9 +99,11 @@ class RedisOrchestrator(BaseOrchestrator):
                 "created_at": now,
             }
             # cjson reads JSON null as a truthy value: leave absent what is None.
-            keys = {"ck": call.call_key, "rk": call.registration_key, "nk": call.running_key}
-            ctl: dict[str, str | bool] = {name: value for name, value in keys.items() if value is not None}
-            ctl["rr"] = call.reroute_on_concurrency_control
+            ctl: dict[str, str | bool] = {"ck": call.call_key, "rr": call.reroute_on_concurrency_control}
+            if call.registration_key is not None:
+                ctl["rk"] = call.registration_key
+            if call.running_key is not None:
+                ctl["nk"] = call.running_key
             if call.parent_invocation_id is not None:
                 ctl["p"] = call.parent_invocation_id
             args += [
@@ -115,8 +117,7 @@ class RedisOrchestrator(BaseOrchestrator):
     @staticmethod
     def _register_outcomes(batch: Sequence[CallSpec], flat: list[Any]) -> list[RegisterOutcome]:
         outcomes: list[RegisterOutcome] = []
-        for i, call in enumerate(batch):
-            invocation_id, code = str(flat[2 * i]), int(flat[2 * i + 1])
+        for call, invocation_id, code in zip(batch, flat[0::2], flat[1::2], strict=True):
             if code == -1:
                 error = (
                     f"invocation {invocation_id} of {call.task_id} has the same key arguments but "
