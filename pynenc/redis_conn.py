@@ -91,6 +91,9 @@ def parse_url(url: str) -> Address:
         raise ConfigurationError(
             f"redis_url: unknown option(s) {sorted(query)}; known: db, {', '.join(_SSL_OPTIONS)}"
         )
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if name in tls_options and not os.path.isfile(tls_options[name]):
+            raise ConfigurationError(f"redis_url: {name}={tls_options[name]!r} is not a readable file")
     try:
         db = int(db_text) if db_text else 0
     except ValueError:

@@ -32,8 +32,8 @@ def test_parse_url_forms() -> None:
     assert parse_url("redis://cache:6390/3") == Address(host="cache", port=6390, db=3)
     assert parse_url("redis://:s3cret@h") == Address(host="h", password="s3cret")
     assert parse_url("redis://me:p%40ss@h:1/0") == Address(host="h", port=1, username="me", password="p@ss")
-    tls = parse_url("rediss://h:7000/0?ssl_ca_certs=/ca.pem&ssl_cert_reqs=none")
-    assert tls.tls and tls.tls_options == {"ssl_ca_certs": "/ca.pem", "ssl_cert_reqs": "none"}
+    tls = parse_url(f"rediss://h:7000/0?ssl_ca_certs={__file__}&ssl_cert_reqs=none")
+    assert tls.tls and tls.tls_options == {"ssl_ca_certs": __file__, "ssl_cert_reqs": "none"}
     assert parse_url("unix:///run/redis.sock?db=2") == Address(path="/run/redis.sock", db=2)
 
 
@@ -45,6 +45,7 @@ def test_parse_url_forms() -> None:
         ("redis://h:notaport/0", "port"),
         ("http://h/0", "'http'"),
         ("rediss://h/0?ssl_cert_reqs=sometimes", "ssl_cert_reqs"),
+        ("rediss://h/0?ssl_ca_certs=/no/such/ca.pem", "ssl_ca_certs='/no/such/ca.pem'"),
     ],
 )
 def test_bad_urls_are_refused_naming_the_problem(url: str, named: str) -> None:
