@@ -451,44 +451,6 @@ class RedisConnection:
 
         return self.call(attempt)
 
-    def run_after(self, first: Sequence[Any], name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
-        """Send the command ``first`` (e.g. a BLPOP) and the script call behind it on one
-        connection; return the script's reply (``first``'s is read and dropped).
-
-        Redis runs the script as soon as ``first`` has returned, so a blocking ``first``
-        costs no extra round trip. When the reply is lost with its connection, or is
-        NOSCRIPT, the script is made again with :meth:`run` (so it must be safe to repeat,
-        as every transition is); ``first`` is not. On a cluster the two are made one after
-        the other.
-        """
-        connections = self._connections()
-        if connections is None:
-            self.call(lambda client: client.execute_command(*first))
-            return self.run(name, keys, args)
-        self.settle()
-        packed = packed_command(first) + packed_evalsha(self._prefix(name, keys), len(keys), args)
-        try:
-            connection = connections.send(packed)
-        except CONNECTION_ERRORS:
-            return self.run(name, keys, args)
-        try:
-            try:
-                connection.read_response()
-            except REPLY_ERRORS:
-                pass  # read whole: the script's reply follows
-        except BaseException as exc:
-            connection.disconnect()
-            connections.give(connection)
-            if isinstance(exc, CONNECTION_ERRORS):
-                return self.run(name, keys, args)
-            raise
-        try:
-            return connections.read(connection)  # gives the connection back in every case
-        except CONNECTION_ERRORS + NOSCRIPT_ERRORS:
-            return self.run(name, keys, args)
-        except REPLY_ERRORS as exc:
-            raise _translate(exc) from None
-
     def command(self, *args: str | bytes | int | float) -> Any:
         """One plain read-only command, e.g. ``command("HMGET", key, *fields)``, with :meth:`call`'s retries.
 

@@ -307,31 +307,30 @@ class PoolRunner(NestedRunner):
                 if following:
                     following = self._execute_one(following[0], switching=True)
                     continue
+                if self._found_empty:
+                    # The last finish claimed nothing: the queue was empty then, and any enqueue
+                    # since left a wake marker, so block at once instead of claiming again.
+                    self._found_empty = False
+                    orchestrator.wait_for_work(1.0)
+                    continue
                 reason = self._recycle_reason()
                 if reason is not None:
                     log.info("runner recycled", reason=reason, runner_id=self.runner_id)
                     break
-                if self._found_empty:
-                    # The last claim found nothing: the queue was empty then, and any enqueue
-                    # since left a wake marker, so block at once, claiming as the wait ends.
-                    claimed = self._claim_when_woken()
-                    if not claimed:
-                        continue
-                else:
-                    if not self.writer.acquire(timeout=1.0):
-                        continue
-                    try:
-                        claimed = orchestrator.claim(self.runner_id, 1, app.conf.lease_seconds)
-                    except Exception as exc:
-                        self.writer.set_idle()
-                        log.warning("claim failed", error=repr(exc), runner_id=self.runner_id)
-                        self.stopping.wait(1.0)
-                        continue
-                    if not claimed:
-                        self.writer.set_idle()
-                        self._found_empty = True
-                        continue
-                    self._own(claimed[0].invocation_id)
+                if not self.writer.acquire(timeout=1.0):
+                    continue
+                try:
+                    claimed = orchestrator.claim(self.runner_id, 1, app.conf.lease_seconds)
+                except Exception as exc:
+                    self.writer.set_idle()
+                    log.warning("claim failed", error=repr(exc), runner_id=self.runner_id)
+                    self.stopping.wait(1.0)
+                    continue
+                if not claimed:
+                    self.writer.set_idle()
+                    orchestrator.wait_for_work(1.0)
+                    continue
+                self._own(claimed[0].invocation_id)
                 following = self._execute_one(claimed[0], switching=False)
         finally:
             self.stopping.set()  # also ends the lease thread
@@ -341,30 +340,6 @@ class PoolRunner(NestedRunner):
                 log.error("could not release invocations", error=repr(exc), runner_id=self.runner_id)
             self.stop_maintenance()
         return EXIT_OK
-
-    def _claim_when_woken(self) -> list[ClaimedInvocation]:
-        """Block until work is announced (up to a second) and claim it in the same round trip.
-
-        The claim is made without a run permit, which is taken right after: when none is free
-        (every permit busy, or a paused invocation resuming, which goes first), what was
-        claimed is given back to the queue and the next loop waits for a permit as usual.
-        """
-        app = self.app
-        try:
-            claimed = app.orchestrator.claim_after_wait(self.runner_id, 1.0, 1, app.conf.lease_seconds)
-        except Exception as exc:
-            app.logger.warning("claim failed", error=repr(exc), runner_id=self.runner_id)
-            self.stopping.wait(1.0)
-            return []
-        if not claimed:
-            return []
-        self._found_empty = False
-        for invocation in claimed:
-            self._own(invocation.invocation_id)
-        if self.stopping.is_set() or not self.writer.acquire(timeout=0):
-            self.release_owned()
-            return []
-        return claimed
 
     def room_for_nested_run(self) -> bool:
         # Nested runs count toward max_tasks_per_child, and the waiting one will count too:

@@ -270,17 +270,6 @@ class BaseOrchestrator(ABC):
     def wait_for_work(self, timeout: float) -> None:
         """Block until work may be claimable or ``timeout`` passes (spurious wake-ups allowed)."""
 
-    def claim_after_wait(
-        self, runner_id: str, timeout: float, max_count: int, lease_seconds: float
-    ) -> list[ClaimedInvocation]:
-        """:meth:`wait_for_work`, then :meth:`claim`, as one step where the backend can.
-
-        For an idle runner: what it claims it owns, RUNNING, as with :meth:`claim`; the claim
-        is made whether or not the wait ended by a wake-up. The default waits, then claims.
-        """
-        self.wait_for_work(timeout)
-        return self.claim(runner_id, max_count, lease_seconds)
-
     @abstractmethod
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
         """Every stored invocation (optionally only in these statuses), for inspection."""

@@ -435,16 +435,6 @@ class RedisOrchestrator(BaseOrchestrator):
         seconds = max(round(timeout, 3), 0.001)
         self.conn.call(lambda client: client.blpop([self.keys.wake], timeout=seconds))
 
-    def claim_after_wait(
-        self, runner_id: str, timeout: float, max_count: int, lease_seconds: float
-    ) -> list[ClaimedInvocation]:
-        # The claim is sent behind the BLPOP on the same connection: Redis runs it the moment
-        # the BLPOP returns (a wake marker, or the timeout), so the runner learns of the work
-        # and owns it in one round trip instead of two.
-        seconds = max(round(timeout, 3), 0.001)
-        reply = self.state.run_after("claim", ("BLPOP", self.keys.wake, seconds), runner_id, max_count, lease_seconds)
-        return self._claimed(runner_id, reply, 0)
-
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
         wanted = set(statuses) if statuses is not None else None
         return [r for r in self.state.iter_records() if wanted is None or r.status in wanted]

@@ -23,7 +23,7 @@ from pynenc.exceptions import (
     SerializationError,
     StalledInvocationError,
 )
-from pynenc.models import CallSpec, ClaimedInvocation, Outcome, OutcomeKind
+from pynenc.models import CallSpec, Outcome, OutcomeKind
 from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
 from pynenc.redis_keys import KEY_NAMES, RedisKeys
 from pynenc.redis_scripts import load_scripts
@@ -254,35 +254,6 @@ def test_idle_runner_wakes_on_register(rapp: Pynenc) -> None:
     assert woke.wait(10), "wait_for_work did not wake up on register"
     waiter.join(10)
     assert returned.is_set()
-
-
-def test_an_idle_runner_owns_what_is_registered_while_it_waits(rapp: Pynenc, redis_server: RedisServer) -> None:
-    # claim_after_wait: the claim rides behind the BLPOP, so the call that waited returns the
-    # new invocation already claimed, RUNNING and owned, with its lease.
-    orchestrator = orchestrator_of(rapp)
-    got: list[list[ClaimedInvocation]] = []
-    waiter = threading.Thread(target=lambda: got.append(orchestrator.claim_after_wait("runner-a", 30, 1, 30)))
-    waiter.start()
-    clients = redis_server.client(decode_responses=True)
-    poll(lambda: any(c.get("cmd") == "blpop" for c in clients.client_list()))
-    call = spec()
-    orchestrator.register([call])
-    waiter.join(10)
-    assert [[claimed.invocation_id for claimed in claims] for claims in got] == [[call.invocation_id]]
-    record = rapp.state_backend.get_record(call.invocation_id)
-    assert record is not None and record.status is S.RUNNING and record.owner == "runner-a"
-    assert got[0][0].lease_expires_at > time.time()
-
-
-def test_a_wait_that_times_out_still_claims_what_is_queued(rapp: Pynenc) -> None:
-    # No wake marker (trimmed, or taken by another runner): the claim after the timeout finds it.
-    orchestrator = orchestrator_of(rapp)
-    assert orchestrator.claim_after_wait("runner-a", 0.01, 1, 30) == []
-    call = spec()
-    orchestrator.register([call])
-    orchestrator.conn.command("DEL", orchestrator.keys.wake)
-    claimed = orchestrator.claim_after_wait("runner-a", 0.01, 1, 30)
-    assert [c.invocation_id for c in claimed] == [call.invocation_id]
 
 
 def test_every_idle_runner_wakes_for_a_batch(rapp: Pynenc, redis_server: RedisServer) -> None:
