@@ -140,8 +140,9 @@ class Arbiter:
         self.reporter = Reporter(self)
         self._table_full_logged = False
         self._surplus_since: float | None = None
-        #: runner pid -> when it was first seen paused (or resuming), for PAUSE_GRACE_SECONDS
-        self._paused_since: dict[int, float] = {}
+        #: runner pid -> (its slot's pause mark, when this loop first saw that pause), for
+        #: PAUSE_GRACE_SECONDS
+        self._paused_since: dict[int, tuple[float, float]] = {}
         #: monotonic time the loop must look again (a pause reaching its grace), if any
         self._look_again_at: float | None = None
         self._table: SlotTable | None = None
@@ -499,13 +500,19 @@ class Arbiter:
         """How many runners have been paused (or resuming) for PAUSE_GRACE_SECONDS; the loop
         is asked to look again when the next of the others reaches it."""
         now = time.monotonic()
-        since = {
-            pid: self._paused_since.get(pid, now)
-            for pid, slot in slots.items()
-            if slot.state in (SlotState.PAUSED, SlotState.RESUMING)
-        }
+        since: dict[int, tuple[float, float]] = {}
+        for pid, slot in slots.items():
+            known = self._paused_since.get(pid)
+            if slot.state is SlotState.PAUSED:
+                # A PAUSED slot's heartbeat is when that pause began: a new value is a new pause,
+                # even when this loop never saw the runner between the two (keyed by pid alone,
+                # back-to-back brief pauses added up and forked a runner).
+                fresh = known is None or known[0] != slot.heartbeat
+                since[pid] = (slot.heartbeat, now) if fresh else known  # type: ignore[assignment]
+            elif slot.state is SlotState.RESUMING:
+                since[pid] = known if known is not None else (slot.heartbeat, now)
         self._paused_since = since
-        waiting = [at + PAUSE_GRACE_SECONDS for at in since.values() if now - at < PAUSE_GRACE_SECONDS]
+        waiting = [at + PAUSE_GRACE_SECONDS for _, at in since.values() if now - at < PAUSE_GRACE_SECONDS]
         self._look_again_at = min(waiting) if waiting else None
         return len(since) - len(waiting)
 
