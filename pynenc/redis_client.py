@@ -180,17 +180,21 @@ class RedisConnection:
     def _build(self) -> Any:
         if not self.is_cluster:
             return Client(self.url, socket_timeout=10.0, connect_timeout=5.0, health_check_interval=15.0)
-        parts = urlsplit(self.url)
         return _redis_py().cluster.RedisCluster(
-            host=parts.hostname or "localhost",
-            port=parts.port or 6379,
-            username=parts.username or None,
-            password=parts.password,
-            ssl=self.tls,
-            socket_timeout=10.0,
-            socket_connect_timeout=5.0,
-            **_redis_py_options(),
+            socket_timeout=10.0, socket_connect_timeout=5.0, **self._cluster_node_options()
         )
+
+    def _cluster_node_options(self) -> dict[str, Any]:
+        """redis-py's options for the cluster node in the URL (the others are discovered)."""
+        parts = urlsplit(self.url)
+        return {
+            "host": parts.hostname or "localhost",
+            "port": parts.port or 6379,
+            "username": parts.username or None,
+            "password": parts.password,
+            "ssl": self.tls,
+            **_redis_py_options(),
+        }
 
     def pubsub_client(self) -> Any:
         """A plain client for subscribing. On a cluster any node will do: PUBLISH reaches every node.
@@ -200,17 +204,7 @@ class RedisConnection:
         """
         if not self.is_cluster:
             return Client(self.url, socket_timeout=None, connect_timeout=5.0, health_check_interval=15.0)
-        parts = urlsplit(self.url)
-        return _redis_py().Redis(
-            host=parts.hostname or "localhost",
-            port=parts.port or 6379,
-            username=parts.username or None,
-            password=parts.password,
-            ssl=self.tls,
-            socket_connect_timeout=5.0,
-            health_check_interval=15,
-            **_redis_py_options(),
-        )
+        return _redis_py().Redis(socket_connect_timeout=5.0, health_check_interval=15, **self._cluster_node_options())
 
     @property
     def client(self) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -84,8 +85,6 @@ _recorders: dict[tuple[int, int], _Recorder] = {}
 
 
 def _push(key: str, value: str) -> None:
-    import threading
-
     owner = (os.getpid(), threading.get_ident())  # a new socket after fork, and per thread
     recorder = _recorders.get(owner)
     if recorder is None:
