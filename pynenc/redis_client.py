@@ -42,10 +42,10 @@ from pynenc.exceptions import (
     PynencError,
     RegistrationError,
 )
-from pynenc.redis_conn import Client, NoScriptError, RedisConnectionError, RedisReplyError, parse_url
-from pynenc.redis_scripts import load_scripts
+from pynenc.redis_conn import Client, NoScriptError, RedisConnectionError, RedisReplyError, is_not_loaded, parse_url
+from pynenc.redis_scripts import load_library, load_scripts
 from pynenc.redis_watch import FinalWatcher
-from pynenc.redis_wire import pack_prefix, packed_command, packed_evalsha
+from pynenc.redis_wire import pack_prefix, packed_command, packed_script_call
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -121,6 +121,7 @@ def preload_process() -> None:
     name, cost a freshly forked runner about 1.5 MiB of private pages when done there.
     """
     load_scripts()
+    load_library()
     "localhost".encode("idna")
 
 
@@ -130,8 +131,11 @@ class RedisConnection:
     #: How long a command keeps retrying while Redis is unreachable.
     retry_seconds = 30.0
 
-    def __init__(self, url: str, retry_seconds: float | None = None) -> None:
+    def __init__(self, url: str, retry_seconds: float | None = None, functions: bool = True) -> None:
         self.url = url
+        #: run the scripts as the Functions library (FCALL); False: EVALSHA (also when the
+        #: server turns out to have no FUNCTION command, Redis before 7)
+        self.functions = self.wants_functions = functions
         if retry_seconds is not None:
             self.retry_seconds = retry_seconds
         scheme = urlsplit(url).scheme
@@ -145,12 +149,13 @@ class RedisConnection:
         if not self.is_cluster:
             parse_url(url)  # a bad host, port, database or option is refused here, not in a runner
         self.scripts = load_scripts()
+        self.library = load_library()
         self._pid = -1
         self._client: Any = None
         self._lock = threading.Lock()
         self._watchers: dict[str, FinalWatcher] = {}
         self._loaded_pid = -1
-        #: (script, keys) -> the packed start of its EVALSHA command
+        #: (script, keys) -> the packed start of its FCALL (or EVALSHA) command
         self._packed: dict[tuple[str, tuple[str | bytes, ...]], bytes] = {}
         self._script_connections: Client | None = None
         #: calls sent ahead (send_ahead) whose replies are unread, in order, on _ahead_connection
@@ -245,27 +250,48 @@ class RedisConnection:
             )
 
     def preload_scripts(self) -> None:
-        """SCRIPT LOAD every script once per process (on a cluster: on every primary).
+        """Load the scripts once per process: FUNCTION LOAD of the library (a server that has
+        it answers at once), or SCRIPT LOAD of each for EVALSHA. On a cluster: every primary.
 
-        Without it the first call of each script pays a NOSCRIPT round trip and a compile,
+        Without it the first call of each script pays a not-loaded round trip and a compile,
         which makes that first transition much slower than the ones already loaded.
         """
         if self._loaded_pid == os.getpid():
             return
-
-        def load(client: Any) -> None:
-            if self.is_cluster:
-                for script in self.scripts.values():
-                    client.script_load(script.source)
-                return
-            packed = b"".join(packed_command(("SCRIPT", "LOAD", script.source)) for script in self.scripts.values())
-            connection = client.send(packed)  # pipelined: one round trip for all
-            for _ in range(len(self.scripts) - 1):
-                connection.read_response()
-            client.read(connection)
-
-        self.call(load)
+        self.call(self._load)
         self._loaded_pid = os.getpid()
+
+    def _load(self, client: Any) -> None:
+        if self.functions:
+            try:
+                self._load_library(client)
+                return
+            except REPLY_ERRORS as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self.functions = False  # Redis before 7: the same Lua, one script per call
+                self._packed.clear()
+                log.info("Redis at %s has no FUNCTION command: scripts run by EVALSHA", self.redacted_url())
+        if self.is_cluster:
+            for script in self.scripts.values():
+                client.script_load(script.source)
+            return
+        packed = b"".join(packed_command(("SCRIPT", "LOAD", script.source)) for script in self.scripts.values())
+        connection = client.send(packed)  # pipelined: one round trip for all
+        for _ in range(len(self.scripts) - 1):
+            connection.read_response()
+        client.read(connection)
+
+    def _load_library(self, client: Any) -> None:
+        """FUNCTION LOAD the library; one of this name is this very code (the name is its digest)."""
+        try:
+            if self.is_cluster:
+                client.function_load(self.library.source)  # redis-py sends it to every primary
+            else:
+                client.execute_command("FUNCTION", "LOAD", self.library.source)
+        except REPLY_ERRORS as exc:
+            if "already exists" not in str(exc):
+                raise
 
     def send_ahead(self, name: str, keys: Sequence[str | bytes], args: list[Any], what: str) -> None:
         """Send a script call and return before its reply: it is read by :meth:`settle`.
@@ -286,7 +312,8 @@ class RedisConnection:
                 self._ahead_connection = connections.take()
             self._unsettled.append(_SentAhead(name, keys, args, what))
             try:
-                self._ahead_connection.send_packed_command([packed_evalsha(self._prefix(name, keys), len(keys), args)])
+                command = packed_script_call(self._prefix(name, keys), len(keys), args)
+                self._ahead_connection.send_packed_command([command])
             except CONNECTION_ERRORS:
                 self.settle()  # what this connection held (this call too) is sent again by run
 
@@ -379,11 +406,17 @@ class RedisConnection:
                 delay = min(delay * 2, 1.0)
 
     def _prefix(self, name: str, keys: Sequence[str | bytes]) -> bytes:
-        """EVALSHA, sha and KEYS of a script call, packed once (scripts run on every transition)."""
+        """FCALL and function name (or EVALSHA and sha) and KEYS of a script call, packed once
+        (scripts run on every transition)."""
         cache_key = (name, tuple(keys))
         prefix = self._packed.get(cache_key)
         if prefix is None:
-            prefix = self._packed[cache_key] = pack_prefix(self.scripts[name].sha, keys)
+            script = self.scripts[name]
+            if self.functions:
+                prefix = pack_prefix(b"FCALL", script.function, keys)
+            else:
+                prefix = pack_prefix(b"EVALSHA", script.sha, keys)
+            self._packed[cache_key] = prefix
         return prefix
 
     def _connections(self) -> Client | None:
@@ -405,7 +438,7 @@ class RedisConnection:
             return lambda: result
         self.settle()
         try:
-            connection = connections.send(packed_evalsha(self._prefix(name, keys), len(keys), args))
+            connection = connections.send(packed_script_call(self._prefix(name, keys), len(keys), args))
         except CONNECTION_ERRORS:
             result = self.run(name, keys, args)
             return lambda: result
@@ -421,29 +454,41 @@ class RedisConnection:
         return reply
 
     def run(self, name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
-        """Run a script by name: EVALSHA, falling back to EVAL (which caches it) on NOSCRIPT."""
+        """Run a script by name (FCALL or EVALSHA), loading it again when the server lost it."""
         script = self.scripts[name]
         connections = self._connections()
         if self._unsettled and name in READ_ONLY_SCRIPTS and connections is not None:
-            result = self.settle(then=packed_evalsha(self._prefix(name, keys), len(keys), args))
+            result = self.settle(then=packed_script_call(self._prefix(name, keys), len(keys), args))
             if result is not NOT_SENT:  # read behind the calls sent ahead: one round trip for all
                 return result
 
         def attempt(client: Any) -> Any:
             try:
                 try:
-                    if connections is not None:
-                        command = packed_evalsha(self._prefix(name, keys), len(keys), args)
-                        return connections.read(connections.send(command))
-                    return client.evalsha(script.sha, len(keys), *keys, *args)
+                    return self._call_script(client, connections, script, keys, args)
                 except NOSCRIPT_ERRORS:
-                    return client.eval(script.source, len(keys), *keys, *args)
+                    return self._reload_and_call(client, connections, script, keys, args)
             except REPLY_ERRORS as exc:
-                if "NOSCRIPT" in str(exc):  # a cluster node that lost its cache mid-call
-                    return client.eval(script.source, len(keys), *keys, *args)
+                if is_not_loaded(str(exc)):  # a cluster node that lost its scripts mid-call
+                    return self._reload_and_call(client, connections, script, keys, args)
                 raise _translate(exc) from None
 
         return self.call(attempt)
+
+    def _call_script(self, client: Any, connections: Client | None, script: Any, keys: Any, args: list[Any]) -> Any:
+        if connections is not None:
+            command = packed_script_call(self._prefix(script.name, keys), len(keys), args)
+            return connections.read(connections.send(command))
+        if self.functions:
+            return client.fcall(script.function, len(keys), *keys, *args)
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+
+    def _reload_and_call(self, client: Any, connections: Client | None, script: Any, keys: Any, args: list[Any]) -> Any:
+        """After a flush of the server's scripts or functions (or a node that never had them)."""
+        if self.functions:
+            self._load_library(client)
+            return self._call_script(client, connections, script, keys, args)
+        return client.eval(script.source, len(keys), *keys, *args)  # EVAL caches it again
 
     def command(self, *args: str | bytes | int | float) -> Any:
         """One plain read-only command, e.g. ``command("HMGET", key, *fields)``, with :meth:`call`'s retries.
@@ -548,11 +593,16 @@ def connection_for(app: Any) -> RedisConnection:
     """The connection shared by the Redis components of ``app`` (one per app and URL)."""
     url = url_from_settings(app.conf)
     retry = float(app.conf.redis_retry_seconds)
+    functions = bool(app.conf.redis_functions)
     with _by_app_lock:
         connection = _by_app.get(app)
-        if connection is None or connection.url != url or connection.retry_seconds != retry:
+        if connection is None or (connection.url, connection.retry_seconds, connection.wants_functions) != (
+            url,
+            retry,
+            functions,
+        ):
             if connection is not None:
                 connection.close()
-            connection = RedisConnection(url, retry)
+            connection = RedisConnection(url, retry, functions)
             _by_app[app] = connection
         return connection

@@ -16,7 +16,8 @@ option is refused with :class:`~pynenc.exceptions.ConfigurationError`.
 
 Errors: :class:`RedisConnectionError` (cannot connect, connection lost; its subclass
 :class:`RedisTimeoutError` when no reply came in time) and :class:`RedisReplyError`
-(Redis answered with an error; :class:`NoScriptError` for NOSCRIPT). A connection that
+(Redis answered with an error; :class:`NoScriptError` when the script or function
+called is not loaded). A connection that
 failed mid-command is closed, and reconnects on its next use.
 """
 
@@ -49,7 +50,13 @@ class RedisReplyError(PynencError):
 
 
 class NoScriptError(RedisReplyError):
-    """EVALSHA of a script the server does not have cached."""
+    """EVALSHA of a script the server does not have cached, or FCALL of a function it does not have."""
+
+
+def is_not_loaded(error_text: str) -> bool:
+    """Whether an error reply says the script (NOSCRIPT) or function called is not on the server."""
+    # redis-py (used for a cluster) drops the "ERR " of the reply
+    return error_text.startswith(("NOSCRIPT", "ERR Function not found", "Function not found"))
 
 
 class _ProtocolError(RedisConnectionError):
@@ -231,7 +238,7 @@ class Connection:
         self._last_used = time.monotonic()
         if isinstance(reply, RedisReplyError):
             text = str(reply)
-            raise NoScriptError(text) if text.startswith("NOSCRIPT") else reply
+            raise NoScriptError(text) if is_not_loaded(text) else reply
         return reply
 
     def _fill(self) -> None:

@@ -2,8 +2,19 @@
 
 Each ``<name>-<number of keys>.lua`` file opens with a comment header naming its KEYS; the
 loader reads those names (the Python side passes exactly those keys) and checks that they
-match the number in the file name. Every script is prefixed with ``K`` (its key names to
-KEYS), the transition table generated from :mod:`pynenc.status`, and the shared prelude.
+match the number in the file name. A header line ``-- FLAGS: <flag> ... (why)`` gives the script's
+Redis Functions flags (``no-writes`` for one that only reads, ``allow-oom`` for one that
+frees memory and must run when Redis is full).
+
+The scripts run in one of two forms, built from the same text:
+
+- a Redis Functions library (Redis 7+, the default): the generated transition table, the
+  shared prelude, and each script as a function of it. ``FUNCTION LOAD`` once per server,
+  then ``FCALL`` per call: the prelude's functions are defined once, not on every call.
+  The library and function names carry a digest of the library, so two pynenc versions
+  sharing a server never call each other's functions;
+- one self-contained script per call for ``EVALSHA`` (Redis before 7, or
+  ``redis_functions = false``): the same table and prelude prepended to each script.
 """
 
 from __future__ import annotations
@@ -15,29 +26,66 @@ from pathlib import Path
 
 SCRIPT_DIR = Path(__file__).parent / "orchestrator"
 _KEY_ITEM = re.compile(r"KEYS\[(\d+)\]\s+(\w+)")
+_FLAGS_LINE = re.compile(r"^--\s*FLAGS:\s*(.*)$")
+#: the flags a script's header may give (as Redis Functions names them)
+KNOWN_FLAGS = frozenset({"no-writes", "allow-oom"})
 
 
 class Script:
-    """One ``.lua`` file: its KEYS names (from the header) and its SHA1."""
+    """One ``.lua`` file: its KEYS names and flags (from the header), its EVAL source and SHA1."""
 
     def __init__(self, path: Path, prelude: str) -> None:
         self.name = path.stem.rsplit("-", 1)[0]
         declared = int(path.stem.rsplit("-", 1)[1])
-        body = path.read_text()
+        self.body = path.read_text()
         keys: dict[int, str] = {}
-        for line in body.splitlines():
+        flags: list[str] = []
+        for line in self.body.splitlines():
             if not line.startswith("--"):
                 break  # the header is the leading comment block
             for number, name in _KEY_ITEM.findall(line):
                 if int(number) in keys:
                     raise ValueError(f"{path.name}: KEYS[{number}] listed twice in the header")
                 keys[int(number)] = name
+            flag_line = _FLAGS_LINE.match(line)
+            if flag_line:
+                flags += flag_line.group(1).split("(")[0].split()  # "(...)" says why
+        unknown = set(flags) - KNOWN_FLAGS
+        if unknown:
+            raise ValueError(f"{path.name}: unknown FLAGS {sorted(unknown)} (known: {sorted(KNOWN_FLAGS)})")
+        self.flags = tuple(flags)
         self.key_names = [keys[i] for i in sorted(keys)]
         if sorted(keys) != list(range(1, declared + 1)):
             raise ValueError(f"{path.name}: header lists KEYS {sorted(keys)}, file name says {declared}")
-        names = ", ".join(f"{name}=KEYS[{i}]" for i, name in enumerate(self.key_names, 1))
-        self.source = f"local K = {{{names}}}\n" + prelude + "\n" + body
+        self.source = prelude + "\n" + self.call_start() + self.body
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        #: its name in the Functions library (set by :class:`Library`)
+        self.function = ""
+
+    def call_start(self) -> str:
+        """The first lines of every call: K (header names -> KEYS), then the prelude's begin_call."""
+        names = ", ".join(f"{name}=KEYS[{i}]" for i, name in enumerate(self.key_names, 1))
+        return f"K = {{{names}}}\nbegin_call(ARGV)\n"
+
+
+class Library:
+    """Every script as a function of one Redis Functions library (the prelude defined once)."""
+
+    def __init__(self, scripts: dict[str, Script], prelude: str) -> None:
+        parts = [prelude]
+        for name, script in scripts.items():
+            parts.append(
+                f"\nlocal function call_{name}(KEYS, ARGV)\n{script.call_start()}{script.body}\nend\n"
+                f"redis.register_function{{function_name='FUNCTION_{name}', callback=call_{name}, "
+                f"flags={{{', '.join(repr(flag) for flag in script.flags)}}}}}\n"
+            )
+        code = "".join(parts)
+        digest = hashlib.sha1(code.encode()).hexdigest()[:12]
+        self.name = f"pynenc_{digest}"
+        for name, script in scripts.items():
+            script.function = f"{self.name}_{name}"
+            code = code.replace(f"'FUNCTION_{name}'", f"'{script.function}'")
+        self.source = f"#!lua name={self.name}\n{code}"
 
 
 def _lua_transitions() -> str:
@@ -52,9 +100,20 @@ def _lua_transitions() -> str:
 @functools.cache
 def load_scripts() -> dict[str, Script]:
     """Every ``<name>-<nkeys>.lua`` beside the Redis orchestrator, with the shared prelude."""
+    return _load()[0]
+
+
+@functools.cache
+def load_library() -> Library:
+    """The scripts of :func:`load_scripts` as one Redis Functions library."""
+    return _load()[1]
+
+
+@functools.cache
+def _load() -> tuple[dict[str, Script], Library]:
     prelude = _lua_transitions() + (SCRIPT_DIR / "redis_prelude.lua").read_text()
     scripts = {}
     for path in sorted(SCRIPT_DIR.glob("*-[0-9]*.lua")):
         script = Script(path, prelude)
         scripts[script.name] = script
-    return scripts
+    return scripts, Library(scripts, prelude)

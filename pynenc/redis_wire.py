@@ -30,12 +30,14 @@ def bulk(value: Any) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-def pack_prefix(sha: str, keys: Sequence[str | bytes]) -> bytes:
-    """EVALSHA, sha, number of keys and the keys, as RESP bulk strings (the array header apart)."""
-    return b"".join([bulk(b"EVALSHA"), bulk(sha), bulk(len(keys)), *(bulk(key) for key in keys)])
+def pack_prefix(command: bytes, script: str, keys: Sequence[str | bytes]) -> bytes:
+    """FCALL and a function name (or EVALSHA and a sha), the number of keys and the keys, as
+    RESP bulk strings (the array header apart): both commands take the same shape."""
+    return b"".join([bulk(command), bulk(script), bulk(len(keys)), *(bulk(key) for key in keys)])
 
 
-def packed_evalsha(prefix: bytes, n_keys: int, args: Sequence[Any]) -> bytes:
+def packed_script_call(prefix: bytes, n_keys: int, args: Sequence[Any]) -> bytes:
+    """A whole FCALL/EVALSHA command: ``prefix`` (from :func:`pack_prefix`) and the arguments."""
     parts = []
     for arg in args:  # str and bytes inline (most arguments): a call of bulk() each cost more
         kind = type(arg)

@@ -191,6 +191,14 @@ class ConfigPynenc(ConfigBase):
         "Seconds a Redis command keeps retrying (with backoff) while Redis is unreachable, then fails.",
         "redis",
     )
+    redis_functions = Setting(
+        parse_bool,
+        True,
+        "Run pynenc's Lua scripts as one Redis Functions library (FUNCTION LOAD once per server, FCALL per call; "
+        "Redis 7+). Off, or on a Redis older than 7, the same scripts run by EVALSHA, each call re-running their "
+        "shared prelude (a few microseconds of Redis CPU per call).",
+        "redis",
+    )
     # --- sqlite ---
     sqlite_db_path = Setting(
         parse_optional_str,

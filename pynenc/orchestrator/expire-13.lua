@@ -1,4 +1,5 @@
 -- expire: forget invocations that became final more than result_ttl seconds ago.
+-- FLAGS: allow-oom (it frees memory: it must run when Redis is full)
 -- KEYS[1] final_at   KEYS[2] spec     KEYS[3] ctl       KEYS[4] status    KEYS[5] owner
 -- KEYS[6] retries    KEYS[7] stalls   KEYS[8] result    KEYS[9] error     KEYS[10] history
 -- KEYS[11] waiting_for KEYS[12] waited_by KEYS[13] priority

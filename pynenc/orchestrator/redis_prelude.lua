@@ -1,14 +1,25 @@
--- Shared prelude of every pynenc Redis script (prepended at load time, after
--- the TRANSITIONS string generated from pynenc.status and the table K that maps
--- the names in a script's header to its KEYS). Conventions for every script:
+-- Shared prelude of every pynenc Redis script, after the TRANSITIONS string generated from
+-- pynenc.status. It is loaded once as the top of the Redis Functions library (each script a
+-- function of it), or, with EVALSHA, prepended to each script. Either way each call first
+-- sets K (the script's header names -> its KEYS) and calls begin_call(ARGV), then runs the
+-- script's body. Conventions for every script:
 --   ARGV[1] the caller's clock (unused: times come from the server clock, so
 --           leases and histories do not depend on the clocks of the runners' hosts)
 --   ARGV[2] the app's "final" pub/sub channel (not a key)
 -- No function here builds a key name: every key comes from K (i.e. KEYS).
-local TIME = redis.call('TIME')
-local NOWN = tonumber(TIME[1]) + tonumber(TIME[2]) / 1000000
-local NOW = string.format('%.6f', NOWN)
-local CHANNEL = ARGV[2]
+
+-- Per call (set by the call's first lines; a library's functions share these, and Redis
+-- runs one call at a time): the call's keys, the server time, the channel, decoded ctl.
+local K, NOWN, NOW, CHANNEL, CTL_CACHE
+
+local function begin_call(argv)
+  local time = redis.call('TIME')
+  NOWN = tonumber(time[1]) + tonumber(time[2]) / 1000000
+  NOW = string.format('%.6f', NOWN)
+  CHANNEL = argv[2]
+  CTL_CACHE = {}
+end
+
 local FINAL = {SUCCESS=true, FAILED=true, CONCURRENCY_CONTROLLED_FINAL=true, KILLED=true}
 local QUEUED = {REGISTERED=true, REROUTED=true, RETRY=true, CONCURRENCY_CONTROLLED=true}
 local OWNED = {PENDING=true, RUNNING=true, PAUSED=true, RESUMED=true}
@@ -44,8 +55,7 @@ local function set_list(hash, id, list)
   end
 end
 
--- ctl never changes after register: decode it once per script call.
-local CTL_CACHE = {}
+-- ctl never changes after register: decode it once per script call (CTL_CACHE).
 local function ctl(id)
   local c = CTL_CACHE[id]
   if c == nil then

@@ -14,7 +14,7 @@ import pytest
 from pynenc import Pynenc
 from pynenc.models import Outcome, OutcomeKind
 from pynenc.redis_keys import RedisKeys
-from pynenc.redis_scripts import load_scripts
+from pynenc.redis_scripts import load_library, load_scripts
 from pynenc.status import InvocationStatus as S
 from tests.integration import behaviour_tasks
 from tests.integration.test_behaviour import (  # noqa: F401  (collected here, on the cluster)
@@ -117,10 +117,29 @@ def test_every_script_runs_on_the_cluster(redis_cluster: RedisCluster) -> None:
         target.purge()
         target.close()
     assert used == set(load_scripts())
-    shas = [script.sha for script in load_scripts().values()]
-    for node in redis_cluster.nodes:
+    for node in redis_cluster.nodes:  # the library was loaded on every node, not only where first used
         client = node.client()
         try:
-            assert client.script_exists(*shas) == [True] * len(shas), f"scripts missing on node {node.port}"
+            assert client.function_list(library=load_library().name), f"library missing on node {node.port}"
         finally:
             client.close()
+
+
+def test_a_cluster_that_lost_the_library_gets_it_again(redis_cluster: RedisCluster) -> None:
+    """FUNCTION FLUSH on every node (or a node added empty): the next call loads the library again."""
+    target = configure(Pynenc(app_id="cluster-reload"), cluster_url(redis_cluster))
+    orchestrator = orchestrator_of(target)
+    try:
+        orchestrator.register([spec()])
+        for node in redis_cluster.nodes:
+            client = node.client()
+            try:
+                client.function_flush()
+            finally:
+                client.close()
+        [claimed] = orchestrator.claim("r1", 1, 30)
+        assert orchestrator.finish("r1", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"))
+        assert orchestrator.status_counts() == {S.SUCCESS: 1}
+    finally:
+        target.purge()
+        target.close()

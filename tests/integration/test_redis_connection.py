@@ -12,7 +12,7 @@ import pytest
 from pynenc import Pynenc
 from pynenc.exceptions import BackendUnavailableError, ConfigurationError
 from pynenc.redis_keys import RedisKeys
-from pynenc.redis_scripts import load_scripts
+from pynenc.redis_scripts import load_library, load_scripts
 from tests.integration.test_redis_backend import (
     RunnerThread,
     app,
@@ -54,17 +54,41 @@ def test_unknown_url_scheme_is_a_configuration_error() -> None:
     assert "pw" not in str(raised.value)
 
 
-def test_scripts_are_loaded_when_the_app_connects(fresh_redis_server: RedisServer) -> None:
+def test_the_functions_library_is_loaded_when_the_app_connects(fresh_redis_server: RedisServer) -> None:
     client = fresh_redis_server.client()
     try:
-        shas = [script.sha for script in load_scripts().values()]
-        client.script_flush()
+        client.function_flush()
         target = configure(Pynenc(app_id="preload"), fresh_redis_server.url)
         orchestrator_of(target)
-        assert client.script_exists(*shas) == [True] * len(shas)
+        [library] = client.function_list(library=load_library().name)
+        functions = {entry[entry.index(b"name") + 1].decode() for entry in library[library.index(b"functions") + 1]}
+        assert functions == {script.function for script in load_scripts().values()}
         target.close()
     finally:
         client.close()
+
+
+def test_without_functions_the_scripts_run_by_evalsha(fresh_redis_server: RedisServer) -> None:
+    client = fresh_redis_server.client()
+    target = configure(app, fresh_redis_server.url, redis_functions=False)
+    try:
+        shas = [script.sha for script in load_scripts().values()]
+        client.script_flush()
+        client.function_flush()
+        client.config_resetstat()
+        runner = RunnerThread(target)
+        try:
+            assert square(7).result == 49
+        finally:
+            runner.stop()
+        assert client.script_exists(*shas) == [True] * len(shas)
+        assert client.function_list() == []
+        calls = client.info("commandstats")
+        assert "cmdstat_evalsha" in calls and "cmdstat_fcall" not in calls
+    finally:
+        client.close()
+        target.purge()
+        target.reset_components()
 
 
 def test_password_protected_redis() -> None:

@@ -59,17 +59,20 @@ def stuck_mid_run(target: Pynenc) -> None:
         raise AssertionError(f"never {GATED_FROM} SUCCESS and 4 RUNNING; last counts {seen[-1]}") from None
 
 
-def test_script_flush_mid_run(fresh_redis_server: RedisServer) -> None:
-    target = configure(app, fresh_redis_server.url, max_threads=4)
+@pytest.mark.parametrize("functions", [True, False], ids=["fcall", "evalsha"])
+def test_script_flush_mid_run(fresh_redis_server: RedisServer, functions: bool) -> None:
+    target = configure(app, fresh_redis_server.url, max_threads=4, redis_functions=functions)
     client = fresh_redis_server.client()
     runner = RunnerThread(target)
     try:
         group = gated_square.parallelize([(i,) for i in range(TOTAL)])
         stuck_mid_run(target)
         client.script_flush()
+        client.function_flush()
         assert client.script_exists(*[s.sha for s in target.state_backend.conn.scripts.values()]) == [False] * len(
             target.state_backend.conn.scripts
         )
+        assert client.function_list() == []
         GATE.set()
         assert sorted(group.results) == sorted(i * i for i in range(TOTAL))
     finally:

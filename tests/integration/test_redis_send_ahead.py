@@ -103,7 +103,8 @@ def test_calls_sent_after_the_script_cache_was_flushed_are_applied(rapp: Pynenc,
     try:
         square(1).status  # connected, scripts loaded
         admin.script_flush()
-        invocations = [square(x) for x in range(5)]  # each reply is NOSCRIPT
+        admin.function_flush()
+        invocations = [square(x) for x in range(5)]  # each reply says the function is not loaded
         for invocation in invocations:
             assert history_statuses(rapp, invocation.invocation_id) == [S.REGISTERED]
     finally:
