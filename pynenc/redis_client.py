@@ -12,11 +12,12 @@ re-created (checked with ``os.getpid()``). Every command goes through
 with backoff for up to ``retry_seconds`` so a runner survives a Redis restart.
 
 Replies kept for later (:meth:`RedisConnection.send_ahead`, pipelined single
-registrations) are read before any other command of the process is sent
-(:meth:`RedisConnection.settle`, called by ``call`` and ``send``) and at exit, so
-whatever this process does next sees what it sent before.
+registrations: :mod:`pynenc.redis_ahead`) are read before any other command of the
+process is sent (:meth:`RedisConnection.settle`, called by ``call`` and ``send``) and at
+exit, so whatever this process does next sees what it sent before.
 
 Beside it: :mod:`pynenc.redis_conn` (the client for one server: sockets, replies),
+:mod:`pynenc.redis_errors` (what is caught, redis-py's errors joining for a cluster),
 :mod:`pynenc.redis_wire` (commands packed by pynenc), :mod:`pynenc.redis_scripts` (the Lua
 scripts) and :mod:`pynenc.redis_watch` (the final-channel subscriber). redis-py is used
 only for Redis Cluster.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import re
 import threading
 import time
 import weakref
@@ -35,15 +35,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pynenc.exceptions import (
-    BackendUnavailableError,
-    ConfigurationError,
-    InvocationStatusTransitionError,
-    PynencError,
-    RegistrationError,
-)
-from pynenc.redis_conn import Client, NoScriptError, RedisConnectionError, RedisReplyError, is_not_loaded, parse_url
-from pynenc.redis_scripts import load_library, load_scripts
+from pynenc import redis_errors as errors
+from pynenc.exceptions import BackendUnavailableError, ConfigurationError
+from pynenc.redis_ahead import NOT_SENT, CallsAhead, SentAhead
+from pynenc.redis_conn import Client, is_not_loaded, parse_url
+from pynenc.redis_scripts import Script, load_library, load_scripts
 from pynenc.redis_watch import FinalWatcher
 from pynenc.redis_wire import pack_prefix, packed_command, packed_script_call
 
@@ -52,30 +48,10 @@ T = TypeVar("T")
 
 
 
-#: what a lost or unreachable server raises; redis-py's errors join when a cluster is used
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, OSError)
-#: an error reply (redis-py's joins when a cluster is used)
-REPLY_ERRORS: tuple[type[BaseException], ...] = (RedisReplyError,)
-NOSCRIPT_ERRORS: tuple[type[BaseException], ...] = (NoScriptError,)
-
-
-def _redis_py() -> Any:
-    """redis-py, imported only for Redis Cluster (about 7 MiB a process); its errors are caught too."""
-    global CONNECTION_ERRORS, REPLY_ERRORS, NOSCRIPT_ERRORS
-    import redis
-    import redis.cluster
-
-    if redis.exceptions.ConnectionError not in CONNECTION_ERRORS:
-        CONNECTION_ERRORS += (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-        REPLY_ERRORS += (redis.exceptions.ResponseError,)
-        NOSCRIPT_ERRORS += (redis.exceptions.NoScriptError,)
-    return redis
-
-
 def _redis_py_options() -> dict[str, Any]:
     """redis-py's own retries are off (call() retries with our backoff and deadline); its
     version is given, else it looks it up in package metadata on every new connection."""
-    redis = _redis_py()
+    redis = errors.redis_py()
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -90,8 +66,6 @@ def _redis_py_options() -> dict[str, Any]:
 
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-_TRANSITION_ERROR = re.compile(r"PYNENC -3 (\S+) (\S+) (\S+)")
-_SCRIPT_ERROR = re.compile(r"PYNENC -\d+ (.*)")
 _warned_policy: set[str] = set()
 
 
@@ -158,11 +132,8 @@ class RedisConnection:
         #: (script, keys) -> the packed start of its FCALL (or EVALSHA) command
         self._packed: dict[tuple[str, tuple[str | bytes, ...]], bytes] = {}
         self._script_connections: Client | None = None
-        #: calls sent ahead (send_ahead) whose replies are unread, in order, on _ahead_connection
-        self._unsettled: list[_SentAhead] = []
-        self._ahead_connection: Any = None
-        self._settle_lock = threading.RLock()
-        self._settling = False
+        #: calls sent ahead (send_ahead) whose replies are unread
+        self.ahead = CallsAhead(self.run)
         _live.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -174,10 +145,7 @@ class RedisConnection:
         self._watchers = {}
         self._script_connections = None
         # the parent reads its own pending replies; their sockets are not ours
-        self._unsettled = []
-        self._ahead_connection = None
-        self._settle_lock = threading.RLock()
-        self._settling = False
+        self.ahead = CallsAhead(self.run)
 
     def redacted_url(self) -> str:
         return redact(self.url)
@@ -185,7 +153,7 @@ class RedisConnection:
     def _build(self) -> Any:
         if not self.is_cluster:
             return Client(self.url, socket_timeout=10.0, connect_timeout=5.0, health_check_interval=15.0)
-        return _redis_py().cluster.RedisCluster(
+        return errors.redis_py().cluster.RedisCluster(
             socket_timeout=10.0, socket_connect_timeout=5.0, **self._cluster_node_options()
         )
 
@@ -209,7 +177,8 @@ class RedisConnection:
         """
         if not self.is_cluster:
             return Client(self.url, socket_timeout=None, connect_timeout=5.0, health_check_interval=15.0)
-        return _redis_py().Redis(socket_connect_timeout=5.0, health_check_interval=15, **self._cluster_node_options())
+        options = self._cluster_node_options()
+        return errors.redis_py().Redis(socket_connect_timeout=5.0, health_check_interval=15, **options)
 
     @property
     def client(self) -> Any:
@@ -226,7 +195,7 @@ class RedisConnection:
         """Fail fast with a clear error when Redis cannot be reached; warn about eviction."""
         try:
             self.client.ping()
-        except CONNECTION_ERRORS as exc:
+        except errors.CONNECTION_ERRORS as exc:
             raise BackendUnavailableError(
                 f"cannot connect to Redis at {self.redacted_url()}: {exc} "
                 "(is redis-server running? check the redis_url / redis_host settings)"
@@ -266,7 +235,7 @@ class RedisConnection:
             try:
                 self._load_library(client)
                 return
-            except REPLY_ERRORS as exc:
+            except errors.REPLY_ERRORS as exc:
                 if "unknown command" not in str(exc).lower():
                     raise
                 self.functions = False  # Redis before 7: the same Lua, one script per call
@@ -289,104 +258,31 @@ class RedisConnection:
                 client.function_load(self.library.source)  # redis-py sends it to every primary
             else:
                 client.execute_command("FUNCTION", "LOAD", self.library.source)
-        except REPLY_ERRORS as exc:
+        except errors.REPLY_ERRORS as exc:
             if "already exists" not in str(exc):
                 raise
 
     def send_ahead(self, name: str, keys: Sequence[str | bytes], args: list[Any], what: str) -> None:
-        """Send a script call and return before its reply: it is read by :meth:`settle`.
-
-        The calls sent ahead share one connection (pipelined, so they are applied in the
-        order sent) and at most ``AHEAD_WINDOW`` replies are unread at a time. Like
-        :meth:`send`, the script must be safe to repeat after a lost reply. ``what`` names
-        the call in the error raised if Redis refuses it.
+        """Send a script call and return before its reply: it is read by :meth:`settle`
+        (see :mod:`pynenc.redis_ahead`). Like :meth:`send`, the script must be safe to repeat
+        after a lost reply. ``what`` names the call in the error raised if Redis refuses it.
         """
         connections = self._connections()
         if connections is None:  # a cluster client routes by slot: run it now
             self.run(name, keys, args)
             return
-        with self._settle_lock:
-            if len(self._unsettled) >= AHEAD_WINDOW:
-                self.settle()
-            if self._ahead_connection is None:
-                self._ahead_connection = connections.take()
-            self._unsettled.append(_SentAhead(name, keys, args, what))
-            try:
-                command = packed_script_call(self._prefix(name, keys), len(keys), args)
-                self._ahead_connection.send_packed_command([command])
-            except CONNECTION_ERRORS:
-                self.settle()  # what this connection held (this call too) is sent again by run
+        command = packed_script_call(self._prefix(name, keys), len(keys), args)
+        self.ahead.send(connections, command, SentAhead(name, keys, args, what))
 
     def settle(self, then: bytes | None = None) -> Any:
-        """Read the replies of the calls sent ahead, in order.
+        """Read the replies of the calls sent ahead (:meth:`CallsAhead.settle`).
 
         Called before each other command of this process (``call``, ``send``), so nothing
-        the process does next can overtake what it sent ahead on the other connection. A
-        reply lost with its connection, or NOSCRIPT, sends that call again with :meth:`run`
-        (its retries apply). A refusal (a script error, or Redis out of memory) raises
-        :class:`RegistrationError` naming the calls, after every reply was read.
-
-        ``then``: a packed read-only command to send behind them on their connection, so
-        one round trip reads everything; its reply is returned, or ``NOT_SENT`` when it
-        was not sent or its reply is unusable (lost, an error): the caller sends it itself.
+        the process does next can overtake what it sent ahead on the other connection.
         """
-        if not self._unsettled:
+        if not self.ahead.unsettled:
             return NOT_SENT
-        failures: list[str] = []
-        result: Any = NOT_SENT
-        with self._settle_lock:
-            # Others wait on the lock until every reply is read; a call this makes again
-            # (run, which settles first) must not re-enter.
-            if self._settling or not self._unsettled:
-                return NOT_SENT
-            self._settling = True
-            connection = self._ahead_connection
-            lost = connection is None
-            if then is not None and not lost:
-                try:
-                    connection.send_packed_command([then])
-                except CONNECTION_ERRORS:
-                    then, lost = None, True
-                    connection.disconnect()
-            try:
-                for sent in self._unsettled:
-                    try:
-                        if not lost:
-                            try:
-                                connection.read_response()
-                                continue
-                            except NoScriptError:
-                                pass  # the script cache was flushed: run loads it again
-                            except CONNECTION_ERRORS:
-                                lost = True
-                                connection.disconnect()
-                        self.run(sent.name, sent.keys, sent.args)
-                    except REPLY_ERRORS as exc:
-                        failures.append(f"{sent.what}: {_translate(exc)}")
-                    except PynencError as exc:
-                        failures.append(f"{sent.what}: {exc}")
-                if then is not None and not lost:
-                    try:
-                        result = connection.read_response()
-                    except REPLY_ERRORS:
-                        result = NOT_SENT  # read whole; the caller's own call reports it
-                    except CONNECTION_ERRORS:
-                        connection.disconnect()
-                if connection is not None and self._script_connections is not None:
-                    self._script_connections.give(connection)
-            except BaseException:
-                if connection is not None:
-                    connection.disconnect()  # replies may be left unread on it
-                raise
-            finally:
-                self._unsettled = []
-                self._ahead_connection = None
-                self._settling = False
-        for failure in failures:
-            log.error("not applied: %s", failure)
-        if failures:
-            raise RegistrationError("not applied: " + "; ".join(failures))
-        return result
+        return self.ahead.settle(self._script_connections, then)
 
     def call(self, func: Callable[[Any], T]) -> T:
         """Run ``func(client)``, retrying with backoff on connection errors for ``retry_seconds``."""
@@ -396,7 +292,7 @@ class RedisConnection:
         while True:
             try:
                 return func(self.client)
-            except CONNECTION_ERRORS as exc:
+            except errors.CONNECTION_ERRORS as exc:
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailableError(
                         f"Redis at {self.redacted_url()} unreachable for {self.retry_seconds:g} s: {exc}"
@@ -439,17 +335,17 @@ class RedisConnection:
         self.settle()
         try:
             connection = connections.send(packed_script_call(self._prefix(name, keys), len(keys), args))
-        except CONNECTION_ERRORS:
+        except errors.CONNECTION_ERRORS:
             result = self.run(name, keys, args)
             return lambda: result
 
         def reply() -> Any:
             try:
                 return connections.read(connection)
-            except CONNECTION_ERRORS + NOSCRIPT_ERRORS:
+            except errors.CONNECTION_ERRORS + errors.NOSCRIPT_ERRORS:
                 return self.run(name, keys, args)  # lost, or the script cache was flushed: run again
-            except REPLY_ERRORS as exc:
-                raise _translate(exc) from None
+            except errors.REPLY_ERRORS as exc:
+                raise errors.translate(exc) from None
 
         return reply
 
@@ -457,7 +353,7 @@ class RedisConnection:
         """Run a script by name (FCALL or EVALSHA), loading it again when the server lost it."""
         script = self.scripts[name]
         connections = self._connections()
-        if self._unsettled and name in READ_ONLY_SCRIPTS and connections is not None:
+        if self.ahead.unsettled and name in READ_ONLY_SCRIPTS and connections is not None:
             result = self.settle(then=packed_script_call(self._prefix(name, keys), len(keys), args))
             if result is not NOT_SENT:  # read behind the calls sent ahead: one round trip for all
                 return result
@@ -466,16 +362,18 @@ class RedisConnection:
             try:
                 try:
                     return self._call_script(client, connections, script, keys, args)
-                except NOSCRIPT_ERRORS:
+                except errors.NOSCRIPT_ERRORS:
                     return self._reload_and_call(client, connections, script, keys, args)
-            except REPLY_ERRORS as exc:
+            except errors.REPLY_ERRORS as exc:
                 if is_not_loaded(str(exc)):  # a cluster node that lost its scripts mid-call
                     return self._reload_and_call(client, connections, script, keys, args)
-                raise _translate(exc) from None
+                raise errors.translate(exc) from None
 
         return self.call(attempt)
 
-    def _call_script(self, client: Any, connections: Client | None, script: Any, keys: Any, args: list[Any]) -> Any:
+    def _call_script(
+        self, client: Any, connections: Client | None, script: Script, keys: Sequence[str | bytes], args: list[Any]
+    ) -> Any:
         if connections is not None:
             command = packed_script_call(self._prefix(script.name, keys), len(keys), args)
             return connections.read(connections.send(command))
@@ -483,7 +381,9 @@ class RedisConnection:
             return client.fcall(script.function, len(keys), *keys, *args)
         return client.evalsha(script.sha, len(keys), *keys, *args)
 
-    def _reload_and_call(self, client: Any, connections: Client | None, script: Any, keys: Any, args: list[Any]) -> Any:
+    def _reload_and_call(
+        self, client: Any, connections: Client | None, script: Script, keys: Sequence[str | bytes], args: list[Any]
+    ) -> Any:
         """After a flush of the server's scripts or functions (or a node that never had them)."""
         if self.functions:
             self._load_library(client)
@@ -500,7 +400,7 @@ class RedisConnection:
         if connections is None:  # a cluster client routes by slot
             return self.call(lambda client: client.execute_command(*args))
         packed = packed_command(args)
-        if self._unsettled:
+        if self.ahead.unsettled:
             result = self.settle(then=packed)  # read-only: behind the calls sent ahead, one round trip
             if result is not NOT_SENT:
                 return result
@@ -532,35 +432,8 @@ class RedisConnection:
                 pass
 
 
-#: calls sent ahead whose replies may be unread at once (then the sender reads them)
-AHEAD_WINDOW = 64
 #: scripts that change nothing: sent behind the calls sent ahead, on their connection
 READ_ONLY_SCRIPTS = frozenset({"read"})
-#: what settle(then=...) returns when it did not send (or could not use the reply of) ``then``
-NOT_SENT: Any = object()
-
-
-class _SentAhead:
-    """A call sent by :meth:`RedisConnection.send_ahead`, kept to send again if its reply is lost."""
-
-    __slots__ = ("name", "keys", "args", "what")
-
-    def __init__(self, name: str, keys: Sequence[str | bytes], args: list[Any], what: str) -> None:
-        self.name, self.keys, self.args, self.what = name, keys, args, what
-
-
-def _translate(exc: BaseException) -> BaseException:
-    """Errors the scripts raise on purpose ("PYNENC <code> ...") as pynenc errors."""
-    text = str(exc)
-    transition = _TRANSITION_ERROR.search(text)
-    if transition:
-        invocation_id, current, requested = transition.groups()
-        return InvocationStatusTransitionError(invocation_id, current, requested, "refused by the Redis script")
-    other = _SCRIPT_ERROR.search(text)
-    if other:
-        return PynencError(f"Redis script refused the call: {other.group(1)}")
-    return exc
-
 
 _live: weakref.WeakSet[RedisConnection] = weakref.WeakSet()
 

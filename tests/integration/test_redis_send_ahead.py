@@ -20,7 +20,8 @@ import pytest
 
 from pynenc import Pynenc
 from pynenc.exceptions import RegistrationError
-from pynenc.redis_client import AHEAD_WINDOW, RedisConnection
+from pynenc.redis_ahead import AHEAD_WINDOW
+from pynenc.redis_client import RedisConnection
 from pynenc.state_backend.redis_state_backend import RedisStateBackend
 from pynenc.status import InvocationStatus as S
 from tests.integration.test_redis_backend import app, configure, orchestrator_of, square
@@ -53,14 +54,14 @@ def test_calls_return_before_their_replies_and_the_next_read_sees_all_in_order(r
     most_unread = 0
     for x in range(3 * AHEAD_WINDOW):
         invocations.append(square(x))
-        most_unread = max(most_unread, len(conn._unsettled))
+        most_unread = max(most_unread, len(conn.ahead.unsettled))
     assert most_unread == AHEAD_WINDOW  # replies were left unread, never more than the window
     # A read right after goes behind the calls on their connection: it sees the last one.
     assert history_statuses(rapp, invocations[-1].invocation_id) == [S.REGISTERED]
     invocations.append(square(-1))
     assert rapp.orchestrator.get_status(invocations[-1].invocation_id) is S.REGISTERED
     queued = [invocation_id for invocation_id, _ in rapp.orchestrator.broker.peek(len(invocations))]
-    assert conn._unsettled == []
+    assert conn.ahead.unsettled == []
     assert queued == [invocation.invocation_id for invocation in invocations]  # applied in call order
     assert {history_statuses(rapp, i.invocation_id)[0] for i in invocations} == {S.REGISTERED}
 
@@ -69,7 +70,7 @@ def test_calls_wait_for_their_reply_when_pipelining_is_off(rapp: Pynenc) -> None
     rapp.conf.pipeline_registration = False
     try:
         invocation = square(3)
-        assert connection_of(rapp)._unsettled == []
+        assert connection_of(rapp).ahead.unsettled == []
         assert history_statuses(rapp, invocation.invocation_id) == [S.REGISTERED]
     finally:
         rapp.conf.pipeline_registration = True
@@ -86,8 +87,8 @@ def test_calls_on_a_dropped_connection_are_sent_again_and_registered_once(
         try:
             invocations = [square(x) for x in range(10)]
             conn = connection_of(rapp)
-            assert len(conn._unsettled) == 10
-            host, port = conn._ahead_connection._sock.getsockname()[:2]
+            assert len(conn.ahead.unsettled) == 10
+            host, port = conn.ahead.wire._sock.getsockname()[:2]
             assert admin.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}") in (True, b"OK", "OK")
         finally:
             admin.execute_command("CLIENT", "UNPAUSE")
@@ -142,21 +143,21 @@ def test_a_refused_registration_raises_at_the_next_command_naming_the_invocation
 def test_a_forked_child_leaves_the_parents_unread_replies_to_the_parent(rapp: Pynenc) -> None:
     parent_calls = [square(x) for x in range(5)]
     conn = connection_of(rapp)
-    assert len(conn._unsettled) == 5
+    assert len(conn.ahead.unsettled) == 5
     pid = os.fork()
     if pid == 0:  # the child: its own call, its own reads; the parent's sockets untouched
         code = 1
         try:
-            inherited = list(conn._unsettled)  # must be none: reading them would send them again
+            inherited = list(conn.ahead.unsettled)  # must be none: reading them would send them again
             child_call = square(100)
-            own = len(conn._unsettled)
+            own = len(conn.ahead.unsettled)
             if not inherited and own == 1 and history_statuses(rapp, child_call.invocation_id) == [S.REGISTERED]:
                 code = 0
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert len(conn._unsettled) == 5  # still ours to read
+    assert len(conn.ahead.unsettled) == 5  # still ours to read
     for invocation in parent_calls:
         assert history_statuses(rapp, invocation.invocation_id) == [S.REGISTERED]
 
