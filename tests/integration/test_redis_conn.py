@@ -23,6 +23,7 @@ from pynenc.redis_conn import (
     NoScriptError,
     RedisConnectionError,
     RedisReplyError,
+    RedisTimeoutError,
     parse_url,
 )
 from tests.redis_servers import RedisServer
@@ -135,6 +136,27 @@ def test_a_subscription_to_a_frozen_server_is_taken_for_dead(fresh_redis_server:
             os.kill(pid, signal.SIGCONT)
     finally:
         pubsub.close()
+        client.close()
+
+
+def test_a_silent_server_times_a_command_out(fresh_redis_server: RedisServer) -> None:
+    # The socket timeout is the kernel's (SO_RCVTIMEO), not a poll() per call: a server that
+    # stops answering must still fail the command after socket_timeout, as RedisTimeoutError.
+    client = Client(fresh_redis_server.url, socket_timeout=0.3)
+    try:
+        assert client.execute_command("PING") == "PONG"
+        pid = fresh_redis_server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(RedisTimeoutError):
+                client.execute_command("PING")
+            assert time.monotonic() - started < 5  # not the kernel's TCP give-up (minutes)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert client.execute_command("PING") == "PONG"  # reconnects once the server answers
+    finally:
         client.close()
 
 
