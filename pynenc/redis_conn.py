@@ -302,14 +302,19 @@ def _wrap_tls(sock: socket.socket, address: Address) -> socket.socket:
     import ssl  # only for rediss:// (ssl costs memory in every process that imports it)
 
     options = address.tls_options
-    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    try:
+        context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+        if options.get("ssl_certfile"):
+            context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    except (ssl.SSLError, OSError) as exc:  # e.g. a file that is not PEM: retrying cannot help
+        sock.close()
+        files = {name: options[name] for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if name in options}
+        raise ConfigurationError(f"redis_url: cannot load the TLS files {files}: {exc}") from None
     reqs = options.get("ssl_cert_reqs", "required").lower()  # one of these three (parse_url)
     modes = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
     check = options.get("ssl_check_hostname", "true" if reqs != "none" else "false").lower()
     context.check_hostname = check in ("1", "true", "yes")
     context.verify_mode = modes[reqs]
-    if options.get("ssl_certfile"):
-        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
     try:
         return context.wrap_socket(sock, server_hostname=address.host)
     except ssl.SSLError as exc:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -137,6 +138,16 @@ def test_a_subscription_to_a_frozen_server_is_taken_for_dead(fresh_redis_server:
     finally:
         pubsub.close()
         client.close()
+
+
+def test_a_tls_file_that_is_not_pem_is_a_configuration_error(redis_url: str, tmp_path: Path) -> None:
+    # Found on the first connection, not retried for redis_retry_seconds as if Redis were away.
+    bad = tmp_path / "ca.pem"
+    bad.write_text("this is not a certificate\n")
+    port = parse_url(redis_url).port
+    client = Client(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={bad}")
+    with pytest.raises(ConfigurationError, match="ssl_ca_certs"):
+        client.execute_command("PING")
 
 
 def test_a_silent_server_times_a_command_out(fresh_redis_server: RedisServer) -> None:
