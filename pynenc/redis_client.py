@@ -252,15 +252,23 @@ class RedisConnection:
         client.read(connection)
 
     def _load_library(self, client: Any) -> None:
-        """FUNCTION LOAD the library; one of this name is this very code (the name is its digest)."""
-        try:
-            if self.is_cluster:
-                client.function_load(self.library.source)  # redis-py sends it to every primary
-            else:
-                client.execute_command("FUNCTION", "LOAD", self.library.source)
-        except errors.REPLY_ERRORS as exc:
-            if "already exists" not in str(exc):
-                raise
+        """FUNCTION LOAD the library; one of this name is this very code (the name is its digest).
+
+        On a cluster node by node: sent to all primaries at once, redis-py stops at the first
+        node that answers "already exists", and the nodes after it (one added later, one
+        flushed) would stay without the library.
+        """
+        source = self.library.source
+        targets = client.get_primaries() if self.is_cluster else [None]
+        for node in targets:
+            try:
+                if node is None:
+                    client.execute_command("FUNCTION", "LOAD", source)
+                else:
+                    client.execute_command("FUNCTION LOAD", source, target_nodes=node)
+            except errors.REPLY_ERRORS as exc:
+                if "already exists" not in str(exc):
+                    raise
 
     def send_ahead(self, name: str, keys: Sequence[str | bytes], args: list[Any], what: str) -> None:
         """Send a script call and return before its reply: it is read by :meth:`settle`

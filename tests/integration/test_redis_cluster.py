@@ -143,3 +143,24 @@ def test_a_cluster_that_lost_the_library_gets_it_again(redis_cluster: RedisClust
     finally:
         target.purge()
         target.close()
+
+
+def test_loading_the_library_reaches_every_primary_that_lacks_it(redis_cluster: RedisCluster) -> None:
+    """Only the last primary visited lost the library: the load must not stop at the first
+    node answering "already exists" (redis-py's fan-out to all primaries does)."""
+    target = configure(Pynenc(app_id="cluster-reload-one"), cluster_url(redis_cluster))
+    conn = orchestrator_of(target).conn
+    try:
+        conn.preload_scripts()
+        cluster_client = conn.client
+        last = cluster_client.get_primaries()[-1]
+        cluster_client.execute_command("FUNCTION FLUSH", target_nodes=last)
+        conn._load_library(cluster_client)
+        for node in redis_cluster.nodes:
+            client = node.client()
+            try:
+                assert client.function_list(library=load_library().name), f"library missing on node {node.port}"
+            finally:
+                client.close()
+    finally:
+        target.close()
