@@ -236,11 +236,13 @@ class RedisConnection:
                 self._load_library(client)
                 return
             except errors.REPLY_ERRORS as exc:
-                if "unknown command" not in str(exc).lower():
+                text = str(exc)
+                if "unknown command" not in text.lower() and "NOPERM" not in text:
                     raise
-                self.functions = False  # Redis before 7: the same Lua, one script per call
+                # Redis before 7, or an ACL that forbids FUNCTION: the same Lua, one script per call
+                self.functions = False
                 self._packed.clear()
-                log.info("Redis at %s has no FUNCTION command: scripts run by EVALSHA", self.redacted_url())
+                log.info("Redis at %s refused FUNCTION LOAD (%s): scripts run by EVALSHA", self.redacted_url(), text)
         if self.is_cluster:
             for script in self.scripts.values():
                 client.script_load(script.source)

@@ -91,6 +91,28 @@ def test_without_functions_the_scripts_run_by_evalsha(fresh_redis_server: RedisS
         target.reset_components()
 
 
+def test_an_acl_forbidding_functions_falls_back_to_evalsha(fresh_redis_server: RedisServer) -> None:
+    # Managed Redis services may forbid FUNCTION LOAD to application users.
+    client = fresh_redis_server.client()
+    client.execute_command("ACL", "SETUSER", "app", "on", ">app-pass", "~*", "&*", "+@all", "-function")
+    host, port = client.connection_pool.connection_kwargs["host"], client.connection_pool.connection_kwargs["port"]
+    target = configure(app, f"redis://app:app-pass@{host}:{port}/0")
+    try:
+        client.function_flush()
+        client.config_resetstat()
+        runner = RunnerThread(target)
+        try:
+            assert square(6).result == 36
+        finally:
+            runner.stop()
+        calls = client.info("commandstats")
+        assert "cmdstat_evalsha" in calls and "cmdstat_fcall" not in calls
+    finally:
+        client.close()
+        target.purge()
+        target.reset_components()
+
+
 def test_password_protected_redis() -> None:
     server = RedisServer(name="redis-auth", password="pa55-word")
     try:
