@@ -47,7 +47,6 @@ log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
 
 
-
 def _redis_py_options() -> dict[str, Any]:
     """redis-py's own retries are off (call() retries with our backoff and deadline); its
     version is given, else it looks it up in package metadata on every new connection."""

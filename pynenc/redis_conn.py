@@ -96,9 +96,7 @@ def parse_url(url: str) -> Address:
     if reqs not in ("none", "optional", "required"):
         raise ConfigurationError(f"redis_url: ssl_cert_reqs must be none, optional or required, got {reqs!r}")
     if query:
-        raise ConfigurationError(
-            f"redis_url: unknown option(s) {sorted(query)}; known: db, {', '.join(_SSL_OPTIONS)}"
-        )
+        raise ConfigurationError(f"redis_url: unknown option(s) {sorted(query)}; known: db, {', '.join(_SSL_OPTIONS)}")
     for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
         if name in tls_options and not os.path.isfile(tls_options[name]):
             raise ConfigurationError(f"redis_url: {name}={tls_options[name]!r} is not a readable file")
@@ -132,10 +130,9 @@ def _set_kernel_timeout(sock: socket.socket, seconds: float | None) -> None:
 
     Python implements a socket timeout by a poll() before every send and receive: two more
     system calls per command (measured: about 3 us of the ~65 us a busy runner spends per
-    no-op task). The
-    kernel's SO_RCVTIMEO/SO_SNDTIMEO bound a blocked call the same way without them; a
-    call that times out fails with EAGAIN (BlockingIOError). TLS sockets keep Python's
-    timeout (the ssl module expects it).
+    no-op task). The kernel's SO_RCVTIMEO/SO_SNDTIMEO bound a blocked call the same way
+    without them; a call that times out fails with EAGAIN (BlockingIOError). TLS sockets
+    keep Python's timeout (the ssl module expects it).
     """
     sock.settimeout(None)
     if seconds is None or seconds <= 0:

@@ -297,9 +297,7 @@ def next_counter(conn: sqlite3.Connection, app_id: str, name: str, step: int) ->
     return int(row[0])
 
 
-def enqueue(
-    conn: sqlite3.Connection, app_id: str, invocation_id: str, priority: int | None, front: bool
-) -> None:
+def enqueue(conn: sqlite3.Connection, app_id: str, invocation_id: str, priority: int | None, front: bool) -> None:
     """Queue an id behind (or, with ``front``, ahead of) its priority's FIFO; None keeps its priority."""
     sequence = next_counter(conn, app_id, "front" if front else "back", -1 if front else 1)
     conn.execute(

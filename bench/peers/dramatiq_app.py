@@ -34,9 +34,11 @@ def noop(tag: str, i: int) -> int:
 def parent(tag: str, i: int, children: int) -> int:
     return fan_in(
         tag,
-        lambda: dramatiq.group(noop.message(child_tag(tag), j) for j in range(children))
-        .run()
-        .get_results(block=True, timeout=WAIT_MS),
+        lambda: (
+            dramatiq.group(noop.message(child_tag(tag), j) for j in range(children))
+            .run()
+            .get_results(block=True, timeout=WAIT_MS)
+        ),
     )
 
 

@@ -103,9 +103,7 @@ def test_forked_processes_claim_each_invocation_exactly_once(tmp_path: Path) -> 
     assert [child.exitcode for child in children] == [0] * PROCESSES
 
     claimed = Counter(
-        line
-        for index in range(PROCESSES)
-        for line in (tmp_path / f"claimed-{index}.txt").read_text().splitlines()
+        line for index in range(PROCESSES) for line in (tmp_path / f"claimed-{index}.txt").read_text().splitlines()
     )
     assert len(claimed) == PLAIN + KEYED
     assert set(claimed.values()) == {1}, [i for i, n in claimed.items() if n > 1][:5]

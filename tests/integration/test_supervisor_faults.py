@@ -129,7 +129,7 @@ def test_runner_boot_failure_exits_3_without_a_restart_loop(tmp_path: Path) -> N
     }
     done = _run_supervisor(["--app", "unreachable_tasks.app", "--processes", "2"], tmp_path, env)
     assert done.returncode == 3, done.stderr
-    assert done.stderr.count("runner failed to boot\"") <= 2  # the first failures halt it: no respawning
+    assert done.stderr.count('runner failed to boot"') <= 2  # the first failures halt it: no respawning
     assert "failed to boot" in done.stderr or "backend unavailable" in done.stderr
 
 
@@ -142,8 +142,10 @@ def test_wrong_setting_value_exits_5(tmp_path: Path) -> None:
 
 def test_a_memory_backend_chosen_on_purpose_is_refused_with_exit_5(tmp_path: Path) -> None:
     (tmp_path / "mem_tasks.py").write_text("from pynenc import Pynenc\napp = Pynenc()\n")
-    env = {f"PYNENC__{kind}_CLS": f"Mem{name}" for kind, name in
-           (("ORCHESTRATOR", "Orchestrator"), ("BROKER", "Broker"), ("STATE_BACKEND", "StateBackend"))}
+    env = {
+        f"PYNENC__{kind}_CLS": f"Mem{name}"
+        for kind, name in (("ORCHESTRATOR", "Orchestrator"), ("BROKER", "Broker"), ("STATE_BACKEND", "StateBackend"))
+    }
     done = _run_supervisor(["--app", "mem_tasks.app"], tmp_path, env)
     assert done.returncode == 5, done.stderr
     assert "memory backend" in done.stderr and "redis_url" in done.stderr

@@ -140,8 +140,11 @@ def test_ttin_ttou_resize_the_pool_and_the_published_snapshot_follows(daemon: Da
     t.wait_until(lambda: len(sup.runner_pids()) == 2, 10, "two runners")
     sup.send(signal.SIGTTIN)
     t.wait_until(lambda: len(sup.runner_pids()) == 3, 10, "a third runner")
-    snapshot = t.wait_until(lambda: (s := _published(sup)) and s["processes"] == 3 and len(s["slots"]) == 3 and s, 10,
-                            "the snapshot with 3 processes")
+    snapshot = t.wait_until(
+        lambda: (s := _published(sup)) and s["processes"] == 3 and len(s["slots"]) == 3 and s,
+        10,
+        "the snapshot with 3 processes",
+    )
     assert {"host", "pid", "started_at", "processes", "max_paused", "app", "slots"} <= set(snapshot)
     assert snapshot["app"] == t.APP_SPEC and snapshot["pid"] == sup.pid
     slot_keys = {"index", "pid", "state", "invocation_id", "task_id", "started_at", "heartbeat", "done", "rss"}
@@ -202,8 +205,11 @@ def test_sd_notify_through_a_real_datagram_socket(daemon: DaemonFactory) -> None
             except TimeoutError:
                 return False
             sender = next(
-                (int.from_bytes(d[:4], sys.byteorder) for level, kind, d in ancillary
-                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS),
+                (
+                    int.from_bytes(d[:4], sys.byteorder)
+                    for level, kind, d in ancillary
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+                ),
                 -1,
             )
             messages.append((sender, data.decode()))

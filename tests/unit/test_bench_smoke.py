@@ -27,9 +27,20 @@ REQUIRED = ("enqueue_single_per_s", "enqueue_batch_per_s", "throughput_per_s", "
 def run_bench(out: Path, peers: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     proc = subprocess.run(
         [
-            sys.executable, "-m", "bench", "run", "--quick", "--count", "8", "--peers", peers, "--out", str(out),
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--quick",
+            "--count",
+            "8",
+            "--peers",
+            peers,
+            "--out",
+            str(out),
             # A deadline, not a speed: a loaded CI machine must not turn a slow fan-out into a "deadlock".
-            "--fanout-timeout", "120",
+            "--fanout-timeout",
+            "120",
         ],  # fmt: skip
         cwd=REPO,
         capture_output=True,

@@ -32,7 +32,7 @@ def test_defaults_and_source() -> None:
 def test_precedence_code_over_env_over_file_over_pyproject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[tool.pynenc]\nlogging_level = "ERROR"\nmax_stalls = 7\nlease_seconds = 11\n'
-        '[tool.pynenc.redis]\nredis_port = 6390\n'
+        "[tool.pynenc.redis]\nredis_port = 6390\n"
     )
     config = tmp_path / "pynenc.yaml"
     config.write_text("max_stalls: 8\nlease_seconds: 12\n")

@@ -329,4 +329,3 @@ def test_owner_and_attacher_in_one_process_leave_tracker_quiet() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
     assert result.stderr == ""
-

@@ -91,7 +91,10 @@ def test_resume_keeps_the_invocation_fields(pool: tuple[SlotTable, str]) -> None
     assert writer.acquire(resuming=True, timeout=1)
     slot = table.read(0)
     assert (slot.state, slot.invocation_id, slot.task_id, slot.started_at) == (
-        SlotState.RUNNING, "inv-1", "tasks.parent", started
+        SlotState.RUNNING,
+        "inv-1",
+        "tasks.parent",
+        started,
     )
 
 

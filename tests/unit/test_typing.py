@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mypy import api
 
-SAMPLE = '''
+SAMPLE = """
 from pynenc import Pynenc
 
 app = Pynenc()
@@ -29,7 +29,7 @@ reveal_type(double(3))
 reveal_type(add.parallelize([(1, 2)]).results)
 add("a", 2)
 add(1)
-'''
+"""
 
 
 def test_task_signature_and_result_types(tmp_path: Path) -> None:
