@@ -369,12 +369,10 @@ class RedisConnection:
 
         def attempt(client: Any) -> Any:
             try:
-                try:
-                    return self._call_script(client, connections, script, keys, args)
-                except errors.NOSCRIPT_ERRORS:
-                    return self._reload_and_call(client, connections, script, keys, args)
+                return self._call_script(client, connections, script, keys, args)
             except errors.REPLY_ERRORS as exc:
-                if is_not_loaded(str(exc)):  # a cluster node that lost its scripts mid-call
+                # NoScriptError (ours, redis-py's), or redis-py's plain reply for a function
+                if isinstance(exc, errors.NOSCRIPT_ERRORS) or is_not_loaded(str(exc)):
                     return self._reload_and_call(client, connections, script, keys, args)
                 raise errors.translate(exc) from None
 

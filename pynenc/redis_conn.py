@@ -65,6 +65,8 @@ class _ProtocolError(RedisConnectionError):
 
 
 _SSL_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
+#: the URL options that name a file (checked to exist when the URL is parsed)
+_TLS_FILE_OPTIONS = _SSL_OPTIONS[:3]
 _READ_SIZE = 65536
 
 
@@ -97,7 +99,7 @@ def parse_url(url: str) -> Address:
         raise ConfigurationError(f"redis_url: ssl_cert_reqs must be none, optional or required, got {reqs!r}")
     if query:
         raise ConfigurationError(f"redis_url: unknown option(s) {sorted(query)}; known: db, {', '.join(_SSL_OPTIONS)}")
-    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+    for name in _TLS_FILE_OPTIONS:
         if name in tls_options and not os.path.isfile(tls_options[name]):
             raise ConfigurationError(f"redis_url: {name}={tls_options[name]!r} is not a readable file")
     try:
@@ -306,7 +308,7 @@ def _wrap_tls(sock: socket.socket, address: Address) -> socket.socket:
             context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
     except (ssl.SSLError, OSError) as exc:  # e.g. a file that is not PEM: retrying cannot help
         sock.close()
-        files = {name: options[name] for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if name in options}
+        files = {name: options[name] for name in _TLS_FILE_OPTIONS if name in options}
         raise ConfigurationError(f"redis_url: cannot load the TLS files {files}: {exc}") from None
     reqs = options.get("ssl_cert_reqs", "required").lower()  # one of these three (parse_url)
     modes = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}

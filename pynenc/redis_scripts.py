@@ -72,20 +72,22 @@ class Library:
     """Every script as a function of one Redis Functions library (the prelude defined once)."""
 
     def __init__(self, scripts: dict[str, Script], prelude: str) -> None:
-        parts = [prelude]
-        for name, script in scripts.items():
-            parts.append(
-                f"\nlocal function call_{name}(KEYS, ARGV)\n{script.call_start()}{script.body}\nend\n"
-                f"redis.register_function{{function_name='FUNCTION_{name}', callback=call_{name}, "
-                f"flags={{{', '.join(repr(flag) for flag in script.flags)}}}}}\n"
-            )
-        code = "".join(parts)
-        digest = hashlib.sha1(code.encode()).hexdigest()[:12]
-        self.name = f"pynenc_{digest}"
+        # Named by a digest of what the functions do: each script's self-contained source
+        # (prelude, keys, body) and flags.
+        digest = hashlib.sha1()
+        for script in scripts.values():
+            digest.update(f"{script.name} {script.flags} {script.sha}\n".encode())
+        self.name = f"pynenc_{digest.hexdigest()[:12]}"
+        parts = [f"#!lua name={self.name}\n", prelude]
         for name, script in scripts.items():
             script.function = f"{self.name}_{name}"
-            code = code.replace(f"'FUNCTION_{name}'", f"'{script.function}'")
-        self.source = f"#!lua name={self.name}\n{code}"
+            flags = ", ".join(repr(flag) for flag in script.flags)
+            parts.append(
+                f"\nlocal function call_{name}(KEYS, ARGV)\n{script.call_start()}{script.body}\nend\n"
+                f"redis.register_function{{function_name='{script.function}', callback=call_{name}, "
+                f"flags={{{flags}}}}}\n"
+            )
+        self.source = "".join(parts)
 
 
 def _lua_transitions() -> str:
@@ -97,19 +99,17 @@ def _lua_transitions() -> str:
     return f"local TRANSITIONS = ' {pairs} '\n"
 
 
-@functools.cache
 def load_scripts() -> dict[str, Script]:
     """Every ``<name>-<nkeys>.lua`` beside the Redis orchestrator, with the shared prelude."""
     return _load()[0]
 
 
-@functools.cache
 def load_library() -> Library:
     """The scripts of :func:`load_scripts` as one Redis Functions library."""
     return _load()[1]
 
 
-@functools.cache
+@functools.cache  # read once per process (the supervisor's, before it forks runners)
 def _load() -> tuple[dict[str, Script], Library]:
     prelude = _lua_transitions() + (SCRIPT_DIR / "redis_prelude.lua").read_text()
     scripts = {}

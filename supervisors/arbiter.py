@@ -507,8 +507,9 @@ class Arbiter:
                 # A PAUSED slot's heartbeat is when that pause began: a new value is a new pause,
                 # even when this loop never saw the runner between the two (keyed by pid alone,
                 # back-to-back brief pauses added up and forked a runner).
-                fresh = known is None or known[0] != slot.heartbeat
-                since[pid] = (slot.heartbeat, now) if fresh else known  # type: ignore[assignment]
+                if known is None or known[0] != slot.heartbeat:
+                    known = (slot.heartbeat, now)
+                since[pid] = known
             elif slot.state is SlotState.RESUMING:
                 since[pid] = known if known is not None else (slot.heartbeat, now)
         self._paused_since = since

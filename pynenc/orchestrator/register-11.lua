@@ -43,8 +43,7 @@ for i = 0, n - 1 do
       redis.call('HSET', K.spec, id, spec)
       redis.call('HSET', K.ctl, id, ctl_json)
       CTL_CACHE[id] = c
-      redis.call('HSET', K.status, id, 'REGISTERED')
-      redis.call('HSET', K.history, id, history)
+      record_new(id, 'REGISTERED')
       redis.call('ZADD', K.queue, score, id)
       redis.call('HSETNX', K.reg_index, c.rk, id)
     else

@@ -461,15 +461,8 @@ class SQLiteOrchestrator(SQLiteReads, BaseOrchestrator):
     def kill(self, invocation_id: str) -> bool:
         with self.store.transaction() as conn:
             row = self._row(conn, invocation_id)
-            if (
-                row is None
-                or row["status"] in _FINAL
-                or row["status"]
-                in (
-                    S.PENDING_RECOVERY.value,
-                    S.RUNNING_RECOVERY.value,
-                )
-            ):
+            recovering = (S.PENDING_RECOVERY.value, S.RUNNING_RECOVERY.value)
+            if row is None or row["status"] in _FINAL or row["status"] in recovering:
                 return False
             self._dequeue(conn, invocation_id)
             conn.execute(

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from pynenc import Pynenc
 from pynenc.exceptions import BackendUnavailableError, ConfigurationError
@@ -68,23 +70,29 @@ def test_the_functions_library_is_loaded_when_the_app_connects(fresh_redis_serve
         client.close()
 
 
+def script_commands_of_one_call(client: redis.Redis, target: Pynenc) -> dict[str, Any]:
+    """Run one square(7) on ``target`` from a clean slate: the server's command statistics."""
+    client.function_flush()
+    client.config_resetstat()
+    runner = RunnerThread(target)
+    try:
+        assert square(7).result == 49
+    finally:
+        runner.stop()
+    calls: dict[str, Any] = client.info("commandstats")
+    return calls
+
+
 def test_without_functions_the_scripts_run_by_evalsha(fresh_redis_server: RedisServer) -> None:
     client = fresh_redis_server.client()
     target = configure(app, fresh_redis_server.url, redis_functions=False)
     try:
         shas = [script.sha for script in load_scripts().values()]
         client.script_flush()
-        client.function_flush()
-        client.config_resetstat()
-        runner = RunnerThread(target)
-        try:
-            assert square(7).result == 49
-        finally:
-            runner.stop()
+        calls = script_commands_of_one_call(client, target)
+        assert "cmdstat_evalsha" in calls and "cmdstat_fcall" not in calls
         assert client.script_exists(*shas) == [True] * len(shas)
         assert client.function_list() == []
-        calls = client.info("commandstats")
-        assert "cmdstat_evalsha" in calls and "cmdstat_fcall" not in calls
     finally:
         client.close()
         target.purge()
@@ -98,14 +106,7 @@ def test_an_acl_forbidding_functions_falls_back_to_evalsha(fresh_redis_server: R
     host, port = client.connection_pool.connection_kwargs["host"], client.connection_pool.connection_kwargs["port"]
     target = configure(app, f"redis://app:app-pass@{host}:{port}/0")
     try:
-        client.function_flush()
-        client.config_resetstat()
-        runner = RunnerThread(target)
-        try:
-            assert square(6).result == 36
-        finally:
-            runner.stop()
-        calls = client.info("commandstats")
+        calls = script_commands_of_one_call(client, target)
         assert "cmdstat_evalsha" in calls and "cmdstat_fcall" not in calls
     finally:
         client.close()
