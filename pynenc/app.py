@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+from pynenc import forks
 from pynenc.components import load_component
 from pynenc.conf.config_pynenc import ConfigPynenc
 from pynenc.context import Execution, current_execution
@@ -80,7 +80,7 @@ class Pynenc:
         self._components: dict[str, Any] = {}
         self._logger: Any = None
         self._warned_no_runner = False
-        self._pid = os.getpid()
+        self._pid = forks.pid
         self.tasks: dict[str, Task[Any, Any]] = {}
         #: Runners currently looping in this process (the warning about memory backends uses it).
         self.active_runners: set[Any] = set()
@@ -95,8 +95,8 @@ class Pynenc:
 
     # ----- components ----------------------------------------------------------------------
     def _component(self, kind: str) -> Any:
-        if os.getpid() != self._pid:  # forked: connections and locks of the parent are not ours
-            self._pid = os.getpid()
+        if forks.pid != self._pid:  # forked: connections and locks of the parent are not ours
+            self._pid = forks.pid
             self._lock = threading.RLock()  # another parent thread may have held it at the fork
             self._components.clear()
         component = self._components.get(kind)  # hot path: every call and claim reads a component
@@ -138,7 +138,7 @@ class Pynenc:
     @property
     def orchestrator(self) -> BaseOrchestrator:
         orchestrator: BaseOrchestrator | None = self._components.get("orchestrator")
-        if orchestrator is not None and self._pid == os.getpid():
+        if orchestrator is not None and self._pid == forks.pid:
             return orchestrator
         # The orchestrator drives the broker and state backend: build those first.
         _ = (self.state_backend, self.broker)

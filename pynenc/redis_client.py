@@ -7,7 +7,7 @@ address of any node, the others are discovered). Without a URL the
 settings are used. The password is never logged: :meth:`RedisConnection.redacted_url`.
 
 One :class:`RedisConnection` per app and process: after ``fork`` the pool is
-re-created (checked with ``os.getpid()``). Every command goes through
+re-created (checked against ``pynenc.forks.pid``). Every command goes through
 :meth:`RedisConnection.call`, which retries on connection errors and timeouts
 with backoff for up to ``retry_seconds`` so a runner survives a Redis restart.
 
@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from pynenc import forks
 from pynenc import redis_errors as errors
 from pynenc.exceptions import BackendUnavailableError, ConfigurationError
 from pynenc.redis_ahead import NOT_SENT, CallsAhead, SentAhead
@@ -181,13 +182,13 @@ class RedisConnection:
 
     @property
     def client(self) -> Any:
-        if self._pid != os.getpid() or self._client is None:
+        if self._pid != forks.pid or self._client is None:
             with self._lock:
-                if self._pid != os.getpid() or self._client is None:
+                if self._pid != forks.pid or self._client is None:
                     self._client = self._build()
                     if not self.is_cluster:
                         self._script_connections = self._client
-                    self._pid = os.getpid()
+                    self._pid = forks.pid
         return self._client
 
     def check(self) -> None:
@@ -224,10 +225,10 @@ class RedisConnection:
         Without it the first call of each script pays a not-loaded round trip and a compile,
         which makes that first transition much slower than the ones already loaded.
         """
-        if self._loaded_pid == os.getpid():
+        if self._loaded_pid == forks.pid:
             return
         self.call(self._load)
-        self._loaded_pid = os.getpid()
+        self._loaded_pid = forks.pid
 
     def _load(self, client: Any) -> None:
         if self.functions:
@@ -417,7 +418,7 @@ class RedisConnection:
         """The process's subscriber to ``channel`` (started on first use, re-created after fork)."""
         with self._lock:
             watcher = self._watchers.get(channel)
-            if watcher is None or watcher.pid != os.getpid():
+            if watcher is None or watcher.pid != forks.pid:
                 watcher = FinalWatcher(self, channel)
                 self._watchers[channel] = watcher
             return watcher
@@ -429,10 +430,10 @@ class RedisConnection:
             watcher.stop()
         client, self._client = self._client, None
         connections, self._script_connections = self._script_connections, None
-        if connections is not None and self._pid == os.getpid():
+        if connections is not None and self._pid == forks.pid:
             for connection in connections.idle:
                 connection.disconnect()
-        if client is not None and self._pid == os.getpid():
+        if client is not None and self._pid == forks.pid:
             try:
                 client.close()
             except Exception:
@@ -449,7 +450,7 @@ _live: weakref.WeakSet[RedisConnection] = weakref.WeakSet()
 def _settle_at_exit() -> None:
     """Read the replies still pending, so a refused registration is at least logged."""
     for connection in list(_live):
-        if connection._pid == os.getpid():
+        if connection._pid == forks.pid:
             try:
                 connection.settle()
             except Exception:  # noqa: BLE001 - settle logged it; nothing else can be done at exit

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
+from pynenc import forks
 from pynenc.exceptions import ConfigurationError, PynencError
 from pynenc.redis_wire import packed_command
 
@@ -169,7 +170,7 @@ class Connection:
         self._sock: socket.socket | None = None
         self._reader: Any = None
         self._last_used = 0.0
-        self.pid = os.getpid()
+        self.pid = forks.pid
 
     @property
     def connected(self) -> bool:
@@ -221,7 +222,7 @@ class Connection:
     def disconnect(self) -> None:
         sock, self._sock = self._sock, None
         self._reader = None
-        if sock is not None and self.pid == os.getpid():
+        if sock is not None and self.pid == forks.pid:
             try:
                 sock.close()
             except OSError:
@@ -356,7 +357,7 @@ class Client:
             return self.new_connection()
 
     def give(self, connection: Connection) -> None:
-        if len(self.idle) < self.keep and connection.pid == os.getpid():
+        if len(self.idle) < self.keep and connection.pid == forks.pid:
             self.idle.append(connection)
         else:
             connection.disconnect()

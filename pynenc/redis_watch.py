@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from pynenc import forks
 from pynenc.final_waiters import FinalEvent, FinalWaiters
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class FinalWatcher(FinalWaiters):
         super().__init__()
         self.connection = connection
         self.channel = channel
-        self.pid = os.getpid()
+        self.pid = forks.pid
         self.subscribed = threading.Event()
         self._stopping = threading.Event()
         self._wanted_since_idle = threading.Event()  # set by watch(): someone waits

@@ -22,7 +22,6 @@ transaction.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from pynenc import forks
 from pynenc import sqlite_sync as sync
 from pynenc.exceptions import BackendUnavailableError
 from pynenc.models import HistoryEntry, InvocationRecord
@@ -67,7 +67,7 @@ class _Conn:
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
-        if conn is not None and self.pid == os.getpid():  # one inherited through fork is never touched
+        if conn is not None and self.pid == forks.pid:  # one inherited through fork is never touched
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
@@ -91,7 +91,7 @@ class SQLiteStore:
         self.app_id = app_id
         self._local = threading.local()
         self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()
-        self._pid = os.getpid()
+        self._pid = forks.pid
         self._schema_checked = False
         self._schema_lock = threading.Lock()
         self.signal = sync.signal_for(path)
@@ -102,7 +102,7 @@ class SQLiteStore:
 
     # ----- connections (call with the gate held) -------------------------------------------
     def _forget_parent(self) -> None:
-        pid = os.getpid()
+        pid = forks.pid
         if pid != self._pid:  # forked: nothing of the parent's may be used here
             self._pid = pid
             self._local = threading.local()

@@ -10,7 +10,7 @@
 -- When the queue is left empty the wake markers are dropped, so idle runners block in BLPOP
 -- instead of waking for work that is already taken.
 local runner, max_count = ARGV[3], tonumber(ARGV[4])
-local expires = string.format('%.6f', NOWN + tonumber(ARGV[5]))
+local expires = time_in(tonumber(ARGV[5]))
 local out = {expires}
 claim_runs(runner, max_count, expires, out)
 return out

@@ -6,7 +6,7 @@
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] result_ttl seconds  ARGV[4] at most this many
 -- Returns: the number of invocations removed (call again while it equals ARGV[4]).
 -- KEYS[2..13] are exactly the per-invocation hashes: each loses the id's field.
-local cutoff = string.format('%.6f', NOWN - tonumber(ARGV[3]))
+local cutoff = time_in(-tonumber(ARGV[3]))
 local removed = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.final_at, '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[4]))) do
   redis.call('ZREM', K.final_at, id)

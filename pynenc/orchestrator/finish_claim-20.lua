@@ -22,8 +22,8 @@ end
 local done = finish_run(runner, id, kind, payload)
 local started = 0
 if ARGV[9] ~= '' then started = start_pending(runner, ARGV[9]) end
-local expires = string.format('%.6f', NOWN + tonumber(ARGV[8]))
+local expires = time_in(tonumber(ARGV[8]))
 local out = {done, started, expires}
-local pending_expires = string.format('%.6f', NOWN + tonumber(ARGV[11]))
+local pending_expires = time_in(tonumber(ARGV[11]))
 claim_runs(runner, tonumber(ARGV[7]), expires, out, tonumber(ARGV[10]), pending_expires)
 return out

@@ -24,7 +24,7 @@ if id ~= '' then
   end
   done = finish_run(runner, id, kind, payload)
 end
-local expires = string.format('%.6f', NOWN + tonumber(ARGV[8]))
+local expires = time_in(tonumber(ARGV[8]))
 local out = {done, 0, 0, expires}
 out[2] = claim_awaited(runner, {unpack(ARGV, 9)}, expires, out)
 if #out == 4 and waiter ~= '' and owned_by(runner, waiter, {PAUSED=true}) then

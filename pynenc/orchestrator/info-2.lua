@@ -10,7 +10,7 @@ for _, field in ipairs(redis.call('ZRANGEBYSCORE', K.info_exp, '-inf', NOW)) do
 end
 if ARGV[3] == 'put' then
   redis.call('HSET', K.info, ARGV[4], ARGV[5])
-  redis.call('ZADD', K.info_exp, string.format('%.6f', NOWN + tonumber(ARGV[6])), ARGV[4])
+  redis.call('ZADD', K.info_exp, time_in(tonumber(ARGV[6])), ARGV[4])
   return 1
 end
 local prefix = ARGV[4] .. '\0'

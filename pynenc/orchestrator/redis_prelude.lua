@@ -10,12 +10,29 @@
 
 -- Per call (set by the call's first lines; a library's functions share these, and Redis
 -- runs one call at a time): the call's keys, the server time, the channel, decoded ctl.
-local K, NOWN, NOW, CHANNEL, CTL_CACHE
+local K, NOWN, NOW, NOW_S, NOW_US, CHANNEL, CTL_CACHE
+
+-- Times are strings of seconds with six decimals ("1764300000.123456"), built from TIME's
+-- own digits: exact, and without formatting a float (glibc's float printing cost a few
+-- microseconds each, several times per call).
+local function set_now(seconds, microseconds)
+  NOW_S, NOW_US = seconds, microseconds
+  NOWN = seconds + microseconds / 1000000
+  NOW = string.format('%d.%06d', seconds, microseconds)
+end
+
+-- The time `seconds` (a number, may be negative or fractional) from now, in NOW's format.
+local function time_in(seconds)
+  if not (seconds > -1e9 and seconds < 1e9) then  -- far off, or NaN
+    return string.format('%.6f', NOWN + seconds)
+  end
+  local us = NOW_US + math.floor(seconds * 1000000 + 0.5)
+  return string.format('%d.%06d', NOW_S + math.floor(us / 1000000), us % 1000000)
+end
 
 local function begin_call(argv)
   local time = redis.call('TIME')
-  NOWN = tonumber(time[1]) + tonumber(time[2]) / 1000000
-  NOW = string.format('%.6f', NOWN)
+  set_now(tonumber(time[1]), tonumber(time[2]))
   CHANNEL = argv[2]
   CTL_CACHE = {}
 end

@@ -3,7 +3,7 @@
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] lease seconds  ARGV[5..] ids
 -- Returns: the ids the runner no longer owns.
 local runner = ARGV[3]
-local expires = string.format('%.6f', NOWN + tonumber(ARGV[4]))
+local expires = time_in(tonumber(ARGV[4]))
 local lost = {}
 for i = 5, #ARGV do
   local id = ARGV[i]

@@ -6,11 +6,11 @@ change anything and take no write lock.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
 
+from pynenc import forks
 from pynenc import sqlite_store as db
 from pynenc import sqlite_sync as sync
 from pynenc.models import InvocationRecord
@@ -83,10 +83,10 @@ class SQLiteReads:
 
     def _final_watcher(self) -> FinalWatcher:
         watcher: FinalWatcher | None = getattr(self, "_watcher", None)
-        if watcher is None or watcher.pid != os.getpid():  # none yet, or the parent's (forked)
+        if watcher is None or watcher.pid != forks.pid:  # none yet, or the parent's (forked)
             with sync.setup_lock():
                 watcher = getattr(self, "_watcher", None)
-                if watcher is None or watcher.pid != os.getpid():
+                if watcher is None or watcher.pid != forks.pid:
                     watcher = FinalWatcher(self.store, self._final_since, self._final_counter)
                     self._watcher = watcher
         return watcher

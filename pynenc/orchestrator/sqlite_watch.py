@@ -15,11 +15,11 @@ hundreds of queries and thread wake-ups per finished invocation.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 
+from pynenc import forks
 from pynenc.final_waiters import FinalEvent, FinalWaiters
 from pynenc.sqlite_store import SQLiteStore
 
@@ -45,7 +45,7 @@ class FinalWatcher(FinalWaiters):
         self.store = store
         self.read_since = read_since
         self.read_counter = read_counter
-        self.pid = os.getpid()
+        self.pid = forks.pid
         self.seq = 0
         self.someone_waits = threading.Condition(self.lock)
         self._thread = threading.Thread(target=self._run, name="pynenc-sqlite-final", daemon=True)

@@ -86,7 +86,7 @@ end
 set_list(K.waiting_for, waiter, waiting)
 move(waiter, 'PAUSED', runner)
 if ARGV[6] == '' then return {1} end
-local expires = string.format('%.6f', NOWN + tonumber(ARGV[6]))
+local expires = time_in(tonumber(ARGV[6]))
 local out = {1, 0, expires}
 local from_last = {}
 for i = #ARGV, math.max(7, #ARGV - 31), -1 do from_last[#from_last + 1] = ARGV[i] end

@@ -26,7 +26,7 @@ from pynenc.exceptions import (
 from pynenc.models import CallSpec, Outcome, OutcomeKind
 from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
 from pynenc.redis_keys import KEY_NAMES, RedisKeys
-from pynenc.redis_scripts import load_scripts
+from pynenc.redis_scripts import SCRIPT_DIR, _lua_transitions, load_scripts
 from pynenc.redis_watch import FinalWatcher
 from pynenc.serializer.base import encode_json
 from pynenc.serializer.errors import decode_exception
@@ -179,6 +179,27 @@ def test_renew_keeps_the_lease_and_reports_lost_ones(rapp: Pynenc) -> None:
     assert orchestrator.renew_leases("runner-a", [first.invocation_id, second.invocation_id], 30) == []
     assert orchestrator.renew_leases("runner-b", [first.invocation_id], 30) == [first.invocation_id]
     assert orchestrator.recover_expired(3) == []
+
+
+@pytest.mark.parametrize(
+    ("seconds", "microseconds", "offset", "now", "later"),
+    [
+        (1764300000, 45, 1.25, "1764300000.000045", "1764300001.250045"),
+        (1764300000, 999999, 0.000001, "1764300000.999999", "1764300001.000000"),
+        (1764300000, 5, -0.5, "1764300000.000005", "1764299999.500005"),
+        (1764300000, 0, 30, "1764300000.000000", "1764300030.000000"),
+        (1764300000, 123456, 0.0000004, "1764300000.123456", "1764300000.123456"),
+    ],
+)
+def test_script_times_are_the_servers_clock_with_six_exact_decimals(
+    redis_server: RedisServer, seconds: int, microseconds: int, offset: float, now: str, later: str
+) -> None:
+    """History times and lease ends are built from TIME's digits, not by printing a float:
+    zero-padded microseconds, carries across the second, negative offsets (expiry cutoffs)."""
+    prelude = _lua_transitions() + (SCRIPT_DIR / "redis_prelude.lua").read_text()
+    probe = prelude + "\nset_now(tonumber(ARGV[1]), tonumber(ARGV[2]))\nreturn {NOW, time_in(tonumber(ARGV[3]))}"
+    reply = redis_server.client().eval(probe, 0, seconds, microseconds, repr(offset))
+    assert [value.decode() for value in reply] == [now, later]
 
 
 def test_past_max_stalls_the_invocation_fails_saying_so(rapp: Pynenc) -> None:
