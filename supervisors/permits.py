@@ -133,9 +133,9 @@ class SlotWriter:
         with self.lock:
             return self.table.read(self.index)
 
-    def set_running(self, invocation_id: str, task_id: str) -> Slot:
+    def set_running(self, invocation_id: str, task_id: str) -> None:
         with self.lock:
-            return self.table.set_running(self.index, invocation_id, task_id)
+            self.table.set_running(self.index, invocation_id, task_id)
 
     def set_idle(self) -> Slot:
         """Give the permit back (leaving RUNNING with an invocation counts it done)."""
@@ -151,11 +151,11 @@ class SlotWriter:
             self.doorbells.ring_waiters(self.table, exclude=self.index)
         return slot
 
-    def switch_running(self, invocation_id: str, task_id: str) -> Slot:
+    def switch_running(self, invocation_id: str, task_id: str) -> None:
         """From one invocation straight to the next while keeping the permit (RUNNING -> RUNNING);
         the one left counts as finished, as :meth:`set_idle` counts it."""
         with self.lock:
-            return self.table.switch_running(self.index, invocation_id, task_id)
+            self.table.switch_running(self.index, invocation_id, task_id)
 
     def holds_permit(self) -> bool:
         """Whether this slot is RUNNING (read from its state field alone: only we change it)."""

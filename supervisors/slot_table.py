@@ -53,6 +53,8 @@ _SEQ = struct.Struct("@Q")
 _SEQ_MASK = (1 << 64) - 1
 _PAYLOAD = struct.Struct(f"<qIBBxxddQQ{INVOCATION_ID_BYTES}s{TASK_ID_BYTES}s")
 _CRC = struct.Struct("<I")
+#: the numbers at the front of a payload (pid, state, the two text lengths, times, counters)
+_NUMBERS = struct.Struct("<qIBBxxddQQ")
 _PAYLOAD_OFFSET = _SEQ.size
 #: the state field inside a payload (after the pid), for :meth:`SlotTable.any_in_state`
 _STATE = struct.Struct("<I")
@@ -115,7 +117,12 @@ def _encode(slot: Slot) -> bytes:
     inv = truncate_utf8(slot.invocation_id, INVOCATION_ID_BYTES)
     task = truncate_utf8(slot.task_id, TASK_ID_BYTES)
     numbers = (slot.started_at, slot.heartbeat, slot.invocations_done, slot.rss_bytes)
-    payload = _PAYLOAD.pack(slot.pid, int(slot.state), len(inv), len(task), *numbers, inv, task)
+    return _pack(slot.pid, int(slot.state), inv, task, *numbers)
+
+
+def _pack(pid: int, state: int, inv: bytes, task: bytes, started: float, beat: float, done: int, rss: int) -> bytes:
+    """A record's data: the payload and its CRC (``inv`` and ``task`` already truncated)."""
+    payload = _PAYLOAD.pack(pid, state, len(inv), len(task), started, beat, done, rss, inv, task)
     return payload + _CRC.pack(zlib.crc32(payload))
 
 
@@ -245,7 +252,10 @@ class SlotTable:
         return buf, _HEADER_SIZE + index * RECORD_SIZE
 
     def _store(self, index: int, slot: Slot) -> None:
-        data = _encode(slot)  # encode first to keep the odd (busy) window as short as possible
+        self._store_data(index, _encode(slot))
+
+    def _store_data(self, index: int, data: bytes) -> None:
+        # Encoded before: keeps the odd (busy) window as short as possible.
         buf, base = self._locate(index)
         (seq,) = _SEQ.unpack_from(buf, base)
         # "| 1" also moves past a counter left odd by a writer that died mid-update.
@@ -330,9 +340,9 @@ class SlotTable:
             return self.write(index, heartbeat=time.time())
         return self.write(index, heartbeat=time.time(), rss_bytes=rss_bytes)
 
-    def set_running(self, index: int, invocation_id: str, task_id: str) -> Slot:
+    def set_running(self, index: int, invocation_id: str, task_id: str) -> None:
         """RUNNING ``invocation_id`` from now on (counts nothing done)."""
-        return self._running(index, invocation_id, task_id, count_left=False)
+        self._running(index, invocation_id, task_id, count_left=False)
 
     def set_idle(self, index: int) -> Slot:
         """Back to IDLE; leaving RUNNING with an invocation counts one more finished invocation."""
@@ -348,20 +358,21 @@ class SlotTable:
             invocations_done=done,
         )
 
-    def switch_running(self, index: int, invocation_id: str, task_id: str) -> Slot:
+    def switch_running(self, index: int, invocation_id: str, task_id: str) -> None:
         """RUNNING one invocation -> RUNNING the next (permit kept); the one left counts as done."""
-        return self._running(index, invocation_id, task_id, count_left=True)
+        self._running(index, invocation_id, task_id, count_left=True)
 
-    def _running(self, index: int, invocation_id: str, task_id: str, count_left: bool) -> Slot:
-        current = self._read_own(index)
-        done = current.invocations_done
-        if count_left and current.state is SlotState.RUNNING and current.invocation_id != "":
+    def _running(self, index: int, invocation_id: str, task_id: str, count_left: bool) -> None:
+        # Once per invocation, so without Slot objects: only the fields kept (pid, count, RSS)
+        # and the state are read, and the new record is packed from them directly.
+        buf, base = self._locate(index)
+        pid, state, inv_len, _, _, _, done, rss = _NUMBERS.unpack_from(buf, base + _PAYLOAD_OFFSET)
+        if count_left and state == SlotState.RUNNING and inv_len:
             done += 1
         now = time.time()
-        # Built directly rather than through dataclasses.replace: this runs once per invocation.
-        slot = Slot(index, current.pid, SlotState.RUNNING, invocation_id, task_id, now, now, done, current.rss_bytes)
-        self._store(index, slot)
-        return slot
+        inv = truncate_utf8(invocation_id, INVOCATION_ID_BYTES)
+        task = truncate_utf8(task_id, TASK_ID_BYTES)
+        self._store_data(index, _pack(pid, SlotState.RUNNING, inv, task, now, now, done, rss))
 
     def set_paused(self, index: int) -> Slot:
         return self.write(index, state=SlotState.PAUSED, heartbeat=time.time())

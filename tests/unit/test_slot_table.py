@@ -82,7 +82,8 @@ def test_lifecycle_helpers(table: Any) -> None:
     assert table.find_pid(101) == 1
     assert table.find_pid(999) is None
 
-    running = table.set_running(0, "inv-9", "tasks.mul")
+    table.set_running(0, "inv-9", "tasks.mul")
+    running = table.read(0)
     assert (running.state, running.invocation_id, running.task_id) == (SlotState.RUNNING, "inv-9", "tasks.mul")
     assert running.started_at == running.heartbeat > 0
     before = table.read(0).heartbeat
@@ -250,6 +251,23 @@ def test_only_leaving_running_with_an_invocation_counts_as_done(table: Any) -> N
     assert table.set_idle(0).invocations_done == 0
     table.set_running(0, "inv-1", "tasks.add")
     assert table.set_idle(0).invocations_done == 1
+
+
+def test_switching_to_the_next_invocation_counts_the_one_left_and_keeps_the_runners_fields(table: Any) -> None:
+    table.write(0, pid=4242, rss_bytes=5 * 1024 * 1024)
+    table.set_running(0, "inv-1", "tasks.add")
+    first = table.read(0)
+    table.switch_running(0, "inv-2", "tasks.mul")
+    second = table.read(0)
+    assert (second.state, second.invocation_id, second.task_id) == (SlotState.RUNNING, "inv-2", "tasks.mul")
+    assert (second.pid, second.rss_bytes, second.invocations_done) == (4242, 5 * 1024 * 1024, 1)
+    assert second.started_at == second.heartbeat >= first.started_at
+    table.write(0, state=SlotState.PAUSED)  # resuming shows the waiting one again: nothing left ran
+    table.switch_running(0, "inv-2", "tasks.mul")
+    assert table.read(0).invocations_done == 1
+    table.switch_running(0, "i" * 100, "t" * 200)  # cut to the record's fields, as write() cuts them
+    long = table.read(0)
+    assert (len(long.invocation_id), len(long.task_id), long.invocations_done) == (64, 128, 2)
 
 
 def test_close_unlinks_segment() -> None:
