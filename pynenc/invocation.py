@@ -44,7 +44,7 @@ def value_of(app: Pynenc, invocation_id: str, record: InvocationRecord | None) -
     if record.status is S.SUCCESS:
         return app.serializer.loads(record.result or "jnull")
     if record.status is S.FAILED:
-        raise decode_exception(record.error or "{}")
+        raise decode_exception(record.error or "{}", app.serializer.unpickles)
     if record.status is S.KILLED:
         raise InvocationKilledError(f"invocation {invocation_id} of {record.task_id} was killed")
     if record.status is S.CONCURRENCY_CONTROLLED_FINAL:

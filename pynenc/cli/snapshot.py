@@ -22,7 +22,7 @@ import psutil
 
 from pynenc.exceptions import InvocationNotFoundError, SerializationError
 from pynenc.models import InvocationRecord
-from pynenc.serializer.base import render
+from pynenc.serializer.base import PickleRefusedError, render
 from pynenc.serializer.errors import describe_exception
 from pynenc.status import EXECUTING, FINAL, QUEUED, TRANSITIONS, InvocationStatus
 
@@ -239,12 +239,13 @@ def invocation(app: Pynenc, invocation_id: str, now: float) -> dict[str, Any]:
     record = app.orchestrator.get_record(invocation_id)
     if record is None:
         raise InvocationNotFoundError(f"invocation {invocation_id} not found")
+    unpickles = app.serializer.unpickles
     return {
         "invocation_id": record.invocation_id,
         "task_id": record.task_id,
         "status": record.status.value,
         "final": record.status in FINAL,
-        "arguments": {name: render(payload, ARGUMENT_LIMIT) for name, payload in record.arguments.items()},
+        "arguments": {name: render(text, ARGUMENT_LIMIT, unpickles) for name, text in record.arguments.items()},
         "call_key": record.call_key,
         "parent_invocation_id": record.parent_invocation_id,
         "owner": record.owner,
@@ -268,6 +269,8 @@ def _result(app: Pynenc, record: InvocationRecord) -> dict[str, Any] | None:
         return None
     try:
         shown = repr(app.serializer.loads(record.result))
+    except PickleRefusedError:
+        shown = f"<pickled, {len(record.result)} characters, not loaded>"
     except Exception as exc:  # a result of a class this process cannot import, a corrupt payload
         shown = f"<undecodable: {type(exc).__name__}: {exc}>"
     truncated = len(shown) > RESULT_LIMIT

@@ -101,8 +101,8 @@ class ConfigPynenc(ConfigBase):
     serializer_cls = Setting(
         _component("serializer"),
         "AutoSerializer",
-        "Serializer: JsonSerializer (orjson), PickleSerializer (dill) or AutoSerializer (JSON when the value "
-        "round-trips, dill otherwise).",
+        "Serializer: JsonSerializer (orjson; never loads a pickled payload, so nothing read from the backend "
+        "can run code), PickleSerializer (dill) or AutoSerializer (JSON when the value round-trips, dill otherwise).",
     )
     dev_mode_force_sync_tasks = Setting(
         parse_bool, False, "Run every call inline in the caller (no runner); for development and tests."

@@ -117,7 +117,11 @@ class MemOrchestrator(BaseOrchestrator):
         return chain
 
     def _describe(self, record: InvocationRecord) -> tuple[str, str, str]:
-        return (record.task_id, render_arguments(record.arguments, 40), record.invocation_id)
+        return (
+            record.task_id,
+            render_arguments(record.arguments, 40, self.app.serializer.unpickles),
+            record.invocation_id,
+        )
 
     # ----- transitions ---------------------------------------------------------------------
     def register(self, calls: Sequence[CallSpec]) -> list[RegisterOutcome]:

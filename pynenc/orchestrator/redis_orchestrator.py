@@ -244,7 +244,11 @@ class RedisOrchestrator(BaseOrchestrator):
     def _raise_cycle(self, awaited_id: str, failed_child: bool, chain: list[str]) -> None:
         records = self.state.read_records([*chain, awaited_id])
         described = [
-            (record.task_id, render_arguments(record.arguments, 40), record.invocation_id)
+            (
+                record.task_id,
+                render_arguments(record.arguments, 40, self.app.serializer.unpickles),
+                record.invocation_id,
+            )
             if record is not None
             else ("?", "", invocation_id)
             for invocation_id, record in zip([*chain, awaited_id], records, strict=True)

@@ -179,9 +179,9 @@ class SQLiteOrchestrator(SQLiteReads, BaseOrchestrator):
             index += 1
         return chain
 
-    @staticmethod
-    def _describe(row: Row) -> tuple[str, str, str]:
-        return (row["task_id"], render_arguments(orjson.loads(row["arguments"]), 40), row["id"])
+    def _describe(self, row: Row) -> tuple[str, str, str]:
+        arguments = render_arguments(orjson.loads(row["arguments"]), 40, self.app.serializer.unpickles)
+        return (row["task_id"], arguments, row["id"])
 
     # ----- transitions ---------------------------------------------------------------------
     def register(self, calls: Sequence[CallSpec]) -> list[RegisterOutcome]:

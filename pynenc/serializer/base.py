@@ -1,9 +1,11 @@
 """The serializer contract: values to text and back.
 
 ``dumps(value) -> str`` and ``loads(text) -> value``. Every payload starts with a
-one-character format tag (``j`` JSON, ``d`` dill) so a reader can always decode
-what any serializer wrote, whatever serializer it is configured with.
-``dumps`` raises :class:`SerializationError` for a value it cannot represent.
+one-character format tag (``j`` JSON, ``d`` dill) so a reader can decode what any
+serializer wrote, whatever serializer it is configured with, with one exception:
+a serializer whose ``unpickles`` is False (JsonSerializer) refuses dill payloads, because
+loading one runs whatever code its writer chose. ``dumps`` raises
+:class:`SerializationError` for a value it cannot represent.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ _JSON_OPTIONS = orjson.OPT_SORT_KEYS
 
 
 class BaseSerializer(ABC):
+    #: whether :meth:`loads` (and the errors and displays of an app using it) may load dill
+    #: payloads; False means a payload written into the backend can never run code here
+    unpickles = True
+
     @abstractmethod
     def dumps(self, value: Any) -> str: ...
 
     def loads(self, text: str) -> Any:
-        return decode(text)
+        return decode(text, allow_pickle=self.unpickles)
 
 
 def encode_json(value: Any) -> str:
@@ -44,10 +50,20 @@ def encode_dill(value: Any) -> str:
     return DILL_TAG + base64.b64encode(raw).decode()
 
 
-def decode(text: str) -> Any:
+class PickleRefusedError(SerializationError):
+    """A dill payload met a reader that never unpickles (JsonSerializer)."""
+
+
+def decode(text: str, allow_pickle: bool = True) -> Any:
+    """The value of a tagged payload; a dill payload only when ``allow_pickle``."""
     if not text:
         raise SerializationError("empty payload")
     tag, body = text[0], text[1:]
+    if tag == DILL_TAG and not allow_pickle:
+        raise PickleRefusedError(
+            f"payload is pickled (dill, {len(text)} characters) and this app's serializer never unpickles: "
+            "loading it could run code; it was written by an app using AutoSerializer or PickleSerializer"
+        )
     try:
         if tag == JSON_TAG:
             return orjson.loads(body)
@@ -60,14 +76,16 @@ def decode(text: str) -> Any:
     raise SerializationError(f"payload has unknown format tag {tag!r}")
 
 
-def render(text: str, limit: int = 80) -> str:
+def render(text: str, limit: int = 80, allow_pickle: bool = True) -> str:
     """Short human-readable form of a payload (for logs, errors and the CLI)."""
     try:
-        shown = repr(decode(text))
+        shown = repr(decode(text, allow_pickle))
+    except PickleRefusedError:
+        shown = f"<pickled, {len(text)} characters, not loaded>"
     except SerializationError:
         shown = "<undecodable>"
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
-def render_arguments(arguments: dict[str, str], limit: int = 80) -> str:
-    return ", ".join(f"{name}={render(payload, limit)}" for name, payload in arguments.items())
+def render_arguments(arguments: dict[str, str], limit: int = 80, allow_pickle: bool = True) -> str:
+    return ", ".join(f"{name}={render(payload, limit, allow_pickle)}" for name, payload in arguments.items())

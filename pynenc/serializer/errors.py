@@ -41,7 +41,9 @@ def describe_exception(payload: str) -> dict[str, Any]:
     return data
 
 
-def decode_exception(payload: str) -> BaseException:
+def decode_exception(payload: str, allow_pickle: bool = True) -> BaseException:
+    """The stored exception rebuilt with its type; a RemoteTaskError when that fails, or when
+    its arguments are pickled and ``allow_pickle`` is False."""
     data = describe_exception(payload)
     type_name = str(data.get("type", "Exception"))
     message = str(data.get("message", ""))
@@ -50,7 +52,7 @@ def decode_exception(payload: str) -> BaseException:
         cls: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             cls = getattr(cls, part)
-        args = decode(data["args"])
+        args = decode(data["args"], allow_pickle)
         if "chain" in data:
             exc: BaseException = cls(message, [tuple(step) for step in data["chain"]])
         else:

@@ -1,4 +1,5 @@
-"""JsonSerializer: orjson only; values JSON cannot represent exactly are refused."""
+"""JsonSerializer: orjson only; values JSON cannot represent exactly are refused, and
+pickled payloads are never loaded (nothing read from the backend can run code)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pynenc.serializer.base import BaseSerializer, encode_json
 
 
 class JsonSerializer(BaseSerializer):
+    unpickles = False
+
     def dumps(self, value: Any) -> str:
         try:
             text = encode_json(value)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 
 import pytest
 
-from pynenc.exceptions import CycleDetectedError, SerializationError
+from pynenc import Pynenc
+from pynenc.cli import snapshot
+from pynenc.exceptions import CycleDetectedError, RemoteTaskError, SerializationError
+from pynenc.models import CallSpec
 from pynenc.serializer.auto_serializer import AutoSerializer
 from pynenc.serializer.base import decode, render
 from pynenc.serializer.errors import decode_exception, encode_exception
@@ -56,8 +61,12 @@ def test_unpicklable_value_raises_serialization_error() -> None:
         PickleSerializer().dumps(i for i in range(3))
 
 
-def test_any_serializer_reads_any_tagged_payload() -> None:
-    assert JsonSerializer().loads(PickleSerializer().dumps((1, 2))) == (1, 2)
+def test_serializers_read_each_others_payloads_except_json_reading_pickles() -> None:
+    assert AutoSerializer().loads(PickleSerializer().dumps((1, 2))) == (1, 2)
+    assert PickleSerializer().loads(JsonSerializer().dumps([1, 2])) == [1, 2]
+    assert JsonSerializer().loads(AutoSerializer().dumps({"k": 1})) == {"k": 1}
+    with pytest.raises(SerializationError):
+        JsonSerializer().loads(AutoSerializer().dumps((1, 2)))  # a tuple goes to dill
 
 
 @pytest.mark.parametrize("payload", ["", "x123", "j{not json", "dnot-base64!"])
@@ -83,3 +92,54 @@ def test_cycle_error_keeps_its_chain() -> None:
     rebuilt = decode_exception(encode_exception(error))
     assert isinstance(rebuilt, CycleDetectedError)
     assert "a -> b -> a" in str(rebuilt)
+
+
+# ----- a serializer that never unpickles ----------------------------------------------------
+#: what unpickling a Trap ran (nothing, wherever unpickling is refused)
+TRAPPED: list[str] = []
+
+
+def _spring() -> str:
+    TRAPPED.append("code ran")
+    return "trapped"
+
+
+class Trap:
+    """Unpickling it calls _spring: a stand-in for a payload written to run code."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_spring, ())
+
+
+@pytest.fixture
+def trap() -> str:
+    TRAPPED.clear()
+    return PickleSerializer().dumps(Trap())
+
+
+def test_the_trap_would_run_code_where_unpickling_is_allowed(trap: str) -> None:
+    assert AutoSerializer().loads(trap) == "trapped" and TRAPPED == ["code ran"]
+
+
+def test_json_serializer_refuses_a_pickled_payload_without_loading_it(trap: str) -> None:
+    with pytest.raises(SerializationError, match="never unpickles"):
+        JsonSerializer().loads(trap)
+    assert TRAPPED == []
+
+
+def test_with_unpickling_refused_an_error_with_pickled_arguments_is_a_remote_task_error(trap: str) -> None:
+    stored = json.loads(encode_exception(CustomError(3, "bad")))
+    payload = json.dumps({**stored, "args": trap})
+    error = decode_exception(payload, allow_pickle=False)
+    assert isinstance(error, RemoteTaskError) and "bad" in str(error)
+    assert TRAPPED == []
+
+
+def test_the_cli_of_a_json_app_shows_a_pickled_argument_without_loading_it(trap: str) -> None:
+    json_app = Pynenc(app_id="json-only", config_values={"serializer_cls": "JsonSerializer"})
+    call = CallSpec("inv-trap", "tests.unit.test_serializers.task", {"x": trap}, call_key="inv-trap")
+    json_app.orchestrator.register([call])
+    shown = snapshot.invocation(json_app, "inv-trap", time.time())
+    assert shown["arguments"]["x"] == f"<pickled, {len(trap)} characters, not loaded>"
+    assert render(trap, allow_pickle=False) == shown["arguments"]["x"]
+    assert TRAPPED == []
