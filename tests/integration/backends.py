@@ -33,8 +33,15 @@ def redis(app: Pynenc, request: Any) -> None:
     app.conf.state_backend_cls = "RedisStateBackend"
 
 
+def redis6(app: Pynenc, request: Any) -> None:
+    """Redis 6.2 (before Functions): the same scripts, loaded and called by EVALSHA."""
+    redis(app, request)
+    app.conf.redis_url = request.getfixturevalue("redis6_server").url
+
+
 BACKENDS: dict[str, Callable[[Pynenc, Any], None]] = {
     "mem": memory,
     "sqlite": sqlite,
     "redis": redis,
+    "redis6": redis6,
 }

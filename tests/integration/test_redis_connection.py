@@ -114,6 +114,28 @@ def test_an_acl_forbidding_functions_falls_back_to_evalsha(fresh_redis_server: R
         target.reset_components()
 
 
+def test_on_redis_6_the_scripts_run_by_evalsha(redis6_server: RedisServer) -> None:
+    # The behavioural suite runs on this server too (backend "redis6"); here: it is Redis 6,
+    # and what pynenc sent it.
+    client = redis6_server.client()
+    assert str(client.info("server")["redis_version"]).startswith("6.")
+    target = configure(app, redis6_server.url)
+    try:
+        client.config_resetstat()
+        runner = RunnerThread(target)
+        try:
+            assert square(7).result == 49
+        finally:
+            runner.stop()
+        calls = client.info("commandstats")
+        assert calls["cmdstat_evalsha"]["calls"] >= 3  # register, claim, finish at least
+        assert "cmdstat_fcall" not in calls
+    finally:
+        client.close()
+        target.purge()
+        target.reset_components()
+
+
 def test_password_protected_redis() -> None:
     server = RedisServer(name="redis-auth", password="pa55-word")
     try:
