@@ -99,6 +99,10 @@ def preload_process() -> None:
     "localhost".encode("idna")
 
 
+#: on a cluster, a fresh client replaces one that failed this many calls in a row
+CLUSTER_REFRESH_AFTER = 4
+
+
 class RedisConnection:
     """A Redis (or Redis Cluster) client for one process, with retries and the scripts."""
 
@@ -132,6 +136,8 @@ class RedisConnection:
         #: (script, keys) -> the packed start of its FCALL (or EVALSHA) command
         self._packed: dict[tuple[str, tuple[str | bytes, ...]], bytes] = {}
         self._script_connections: Client | None = None
+        #: on a cluster: how many subscriptions were made (each one asks the next known node)
+        self._subscriptions = 0
         #: calls sent ahead (send_ahead) whose replies are unread
         self.ahead = CallsAhead(self.run)
         _live.add(self)
@@ -173,11 +179,21 @@ class RedisConnection:
         """A plain client for subscribing. On a cluster any node will do: PUBLISH reaches every node.
 
         A silently dead subscription (no RST) is noticed by a PING after 15 s of silence,
-        then made again.
+        then made again. On a cluster each new subscription goes to the next node the cluster
+        client knows (the URL's node first): when a node dies, the subscriber moves on.
         """
         if not self.is_cluster:
             return Client(self.url, socket_timeout=None, connect_timeout=5.0, health_check_interval=15.0)
         options = self._cluster_node_options()
+        turn, self._subscriptions = self._subscriptions, self._subscriptions + 1
+        if turn:
+            try:
+                nodes = sorted(self.client.get_nodes(), key=lambda node: node.name)
+            except Exception:  # noqa: BLE001 - no view of the cluster yet: the URL's node
+                nodes = []
+            if nodes:
+                node = nodes[turn % len(nodes)]
+                options.update(host=node.host, port=node.port)
         return errors.redis_py().Redis(socket_connect_timeout=5.0, health_check_interval=15, **options)
 
     @property
@@ -299,17 +315,51 @@ class RedisConnection:
         self.settle()
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
+        failures = 0
         while True:
+            client = self.client
             try:
-                return func(self.client)
+                return func(client)
             except errors.CONNECTION_ERRORS as exc:
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailableError(
                         f"Redis at {self.redacted_url()} unreachable for {self.retry_seconds:g} s: {exc}"
                     ) from None
                 log.warning("Redis at %s unreachable, retrying in %.2f s: %s", self.redacted_url(), delay, exc)
+                failures += 1
+                if self.is_cluster and failures % CLUSTER_REFRESH_AFTER == 0:
+                    self._fresh_cluster_client(client)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _fresh_cluster_client(self, failing: Any) -> None:
+        """Replace a cluster client that keeps failing with a new one, started from every node
+        the old one knew (and the URL's): a primary died and redis-py's view of the cluster
+        can stay on it after its replica took over (seen under concurrent use)."""
+        redis = errors.redis_py()
+        options = self._cluster_node_options()
+        known = {(options["host"], options["port"])}
+        try:
+            known |= {(node.host, node.port) for node in failing.get_nodes()}
+        except Exception:  # noqa: BLE001 - the URL's node alone, then
+            pass
+        del options["host"], options["port"]
+        startup = [redis.cluster.ClusterNode(host, port) for host, port in sorted(known)]
+        try:
+            fresh = redis.cluster.RedisCluster(
+                startup_nodes=startup, socket_timeout=10.0, socket_connect_timeout=5.0, **options
+            )
+        except Exception as exc:  # noqa: BLE001 - no node answers yet: keep the old one, retry later
+            log.debug("no fresh cluster client yet: %s", exc)
+            return
+        with self._lock:
+            if self._client is not failing:  # another thread replaced it already
+                fresh.close()
+                return
+            self._client = fresh
+        # The old client is not closed: other threads may be inside a call on it (closing it
+        # under them broke redis-py's node bookkeeping); its sockets close when it is freed.
+        log.warning("Redis Cluster at %s: started a fresh client from %d known nodes", self.redacted_url(), len(known))
 
     def _prefix(self, name: str, keys: Sequence[str | bytes]) -> bytes:
         """FCALL and function name (or EVALSHA and sha) and KEYS of a script call, packed once

@@ -32,7 +32,14 @@ def redis_py() -> Any:
     import redis.cluster
 
     if redis.exceptions.ConnectionError not in CONNECTION_ERRORS:
-        CONNECTION_ERRORS += (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        # CLUSTERDOWN and TRYAGAIN are a cluster between states (a primary failed, its
+        # replica not promoted yet; a slot migrating): retried like an unreachable server.
+        CONNECTION_ERRORS += (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.TryAgainError,
+        )
         REPLY_ERRORS += (redis.exceptions.ResponseError,)
         NOSCRIPT_ERRORS += (redis.exceptions.NoScriptError,)
     return redis

@@ -81,10 +81,18 @@ class ThreadRunner(BaseRunner):
             while not self.stopping.is_set():
                 if not self.slots.acquire_for_claim(timeout=0.5):
                     continue
-                claimed = orchestrator.claim(self.runner_id, 1, lease)
+                try:
+                    claimed = orchestrator.claim(self.runner_id, 1, lease)
+                except Exception as exc:  # unreachable past its retries: keep looping, as a pool runner does
+                    self.slots.release()
+                    self._backend_trouble("claim failed", exc)
+                    continue
                 if not claimed:
                     self.slots.release()
-                    orchestrator.wait_for_work(0.5)
+                    try:
+                        orchestrator.wait_for_work(0.5)
+                    except Exception as exc:
+                        self._backend_trouble("waiting for work failed", exc)
                     continue
                 for item in claimed:
                     self._own(item.invocation_id)
@@ -92,6 +100,10 @@ class ThreadRunner(BaseRunner):
         finally:
             self.app.active_runners.discard(self)
             self._loop_done.set()
+
+    def _backend_trouble(self, what: str, exc: Exception) -> None:
+        self.app.logger.warning(what, error=repr(exc), runner_id=self.runner_id)
+        self.stopping.wait(1.0)
 
     def _start_thread(self, claimed: ClaimedInvocation) -> None:
         thread = threading.Thread(
@@ -107,9 +119,25 @@ class ThreadRunner(BaseRunner):
             self.app.logger.error(
                 "runner failed to execute invocation", invocation_id=claimed.invocation_id, error=repr(exc)
             )
+            self._give_up(claimed.invocation_id)
         finally:
             self.slots.release()
             self._threads.discard(threading.current_thread())
+
+    def _give_up(self, invocation_id: str) -> None:
+        """After a failure to report: give the invocation back to the queue, or at least stop
+        renewing its lease, so it is recovered when the lease expires instead of staying ours."""
+        if invocation_id not in self.owned():
+            return
+        try:
+            self.app.orchestrator.release(self.runner_id, [invocation_id])
+        except Exception as exc:
+            self.app.logger.warning(
+                "could not give the invocation back: recovered when its lease expires",
+                invocation_id=invocation_id,
+                error=repr(exc),
+            )
+        self._disown(invocation_id)
 
     def on_pause(self, execution: Execution) -> None:
         self.slots.release()

@@ -311,7 +311,7 @@ class PoolRunner(NestedRunner):
                     # The last finish claimed nothing: the queue was empty then, and any enqueue
                     # since left a wake marker, so block at once instead of claiming again.
                     self._found_empty = False
-                    orchestrator.wait_for_work(1.0)
+                    self._wait_for_work()
                     continue
                 reason = self._recycle_reason()
                 if reason is not None:
@@ -328,7 +328,7 @@ class PoolRunner(NestedRunner):
                     continue
                 if not claimed:
                     self.writer.set_idle()
-                    orchestrator.wait_for_work(1.0)
+                    self._wait_for_work()
                     continue
                 self._own(claimed[0].invocation_id)
                 following = self._execute_one(claimed[0], switching=False)
@@ -340,6 +340,15 @@ class PoolRunner(NestedRunner):
                 log.error("could not release invocations", error=repr(exc), runner_id=self.runner_id)
             self.stop_maintenance()
         return EXIT_OK
+
+    def _wait_for_work(self) -> None:
+        """Block until work may be queued (a second at most); a backend error is logged and
+        waited out, as a failed claim is: the loop goes on."""
+        try:
+            self.app.orchestrator.wait_for_work(1.0)
+        except Exception as exc:
+            self.app.logger.warning("waiting for work failed", error=repr(exc), runner_id=self.runner_id)
+            self.stopping.wait(1.0)
 
     def room_for_nested_run(self) -> bool:
         # Nested runs count toward max_tasks_per_child, and the waiting one will count too:

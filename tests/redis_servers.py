@@ -373,25 +373,28 @@ class RedisServer:
 
 
 class RedisCluster:
-    """A 3-master Redis Cluster (no replicas), each node in its own temp dir."""
+    """A Redis Cluster of 3 masters (``replicas`` each, none by default), each node in its own temp dir."""
 
     def __init__(
         self,
         *,
         masters: int = 3,
+        replicas: int = 0,
         node_timeout_ms: int = 2000,
         timeout: float = CLUSTER_TIMEOUT,
     ) -> None:
+        self.replicas = replicas
         self.redis_cli = find_binary("redis-cli")
         find_binary("redis-server")
         self.timeout = timeout
         self.nodes: list[RedisServer] = []
         self.bus_ports: list[int] = []
         try:
-            for _ in range(masters):
+            for _ in range(masters * (1 + replicas)):
                 self.nodes.append(self._start_node(node_timeout_ms))
             self._create()
             self._wait_ok()
+            self._wait_replicas_in_sync()
         except BaseException:
             self.stop()
             raise
@@ -413,6 +416,7 @@ class RedisCluster:
                     "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(node_timeout_ms),
                     "--cluster-port", str(bus_port),
+                    "--repl-diskless-sync-delay", "0",  # replicas in sync at once, not after 5 s
                 ],
             )  # fmt: skip
             try:
@@ -433,7 +437,7 @@ class RedisCluster:
             self.redis_cli,
             "--cluster", "create",
             *(f"{HOST}:{n.port}" for n in self.nodes),
-            "--cluster-replicas", "0",
+            "--cluster-replicas", str(self.replicas),
             "--cluster-yes",
         ]  # fmt: skip
         try:
@@ -474,6 +478,28 @@ class RedisCluster:
                 if time.monotonic() >= deadline:
                     detail = ", ".join(f"{self.nodes[i].port}={states.get(i)}" for i in pending)
                     raise RedisServerError(f"cluster not ok after {self.timeout:.0f}s: {detail}")
+                time.sleep(0.05)
+        finally:
+            for c in clients:
+                c.close()
+
+    def _wait_replicas_in_sync(self) -> None:
+        """Until every replica's link to its primary is up (a replica that never synced cannot
+        take over from its primary)."""
+        deadline = time.monotonic() + self.timeout
+        clients = [n.client(socket_timeout=1.0) for n in self.nodes]
+        try:
+            while True:
+                roles = [c.info("replication") for c in clients]
+                down = [
+                    i for i, role in enumerate(roles) if role["role"] == "slave" and role["master_link_status"] != "up"
+                ]
+                if not down:
+                    return
+                if time.monotonic() >= deadline:
+                    raise RedisServerError(
+                        f"replicas not in sync after {self.timeout:.0f}s: {[self.nodes[i].port for i in down]}"
+                    )
                 time.sleep(0.05)
         finally:
             for c in clients:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -30,6 +32,7 @@ from tests.integration.test_redis_backend import (
     orchestrator_of,
     poll,
     server_on_socket,
+    square,
 )
 from tests.redis_servers import RedisServer
 
@@ -105,6 +108,38 @@ def test_redis_restart_mid_run_loses_nothing(aof_server_on_socket: tuple[RedisSe
     finally:
         runner.stop()
     assert orchestrator_of(target).status_counts() == {S.SUCCESS: TOTAL}
+    target.purge()
+    target.reset_components()
+
+
+def test_a_thread_runner_outlives_an_outage_longer_than_its_retries(
+    aof_server_on_socket: tuple[RedisServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its claims give up after redis_retry_seconds; the loop logs, waits and claims again."""
+    server, url = aof_server_on_socket
+    target = configure(app, url, max_threads=2, redis_retry_seconds=0.3)
+    orchestrator = orchestrator_of(target)
+    claim_failed = threading.Event()
+    real_claim = orchestrator.claim
+
+    def claim(*args: Any) -> Any:
+        try:
+            return real_claim(*args)
+        except Exception:
+            claim_failed.set()
+            raise
+
+    monkeypatch.setattr(orchestrator, "claim", claim)
+    runner = RunnerThread(target)
+    try:
+        assert square(2).get_result(timeout=10) == 4
+        server.stop()
+        assert claim_failed.wait(30)
+        server.start()
+        assert square(3).get_result(timeout=30) == 9
+        assert runner.thread.is_alive()
+    finally:
+        runner.stop()
     target.purge()
     target.reset_components()
 
