@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pynenc import forks
+from pynenc import forks, redis_cluster
 from pynenc import redis_errors as errors
 from pynenc.exceptions import BackendUnavailableError, ConfigurationError
 from pynenc.redis_ahead import NOT_SENT, CallsAhead, SentAhead
@@ -46,23 +46,6 @@ from pynenc.redis_wire import pack_prefix, packed_command, packed_script_call
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
-
-
-def _redis_py_options() -> dict[str, Any]:
-    """redis-py's own retries are off (call() retries with our backoff and deadline); its
-    version is given, else it looks it up in package metadata on every new connection."""
-    redis = errors.redis_py()
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    options: dict[str, Any] = {"decode_responses": True, "retry": Retry(NoBackoff(), 0)}
-    try:
-        from redis.driver_info import DriverInfo
-    except ImportError:  # redis-py before 7 knows only lib_version
-        options["lib_version"] = redis.__version__
-    else:
-        options["driver_info"] = DriverInfo(lib_version=redis.__version__)
-    return options
 
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -159,42 +142,16 @@ class RedisConnection:
     def _build(self) -> Any:
         if not self.is_cluster:
             return Client(self.url, socket_timeout=10.0, connect_timeout=5.0, health_check_interval=15.0)
-        return errors.redis_py().cluster.RedisCluster(
-            socket_timeout=10.0, socket_connect_timeout=5.0, **self._cluster_node_options()
-        )
-
-    def _cluster_node_options(self) -> dict[str, Any]:
-        """redis-py's options for the cluster node in the URL (the others are discovered)."""
-        parts = urlsplit(self.url)
-        return {
-            "host": parts.hostname or "localhost",
-            "port": parts.port or 6379,
-            "username": parts.username or None,
-            "password": parts.password,
-            "ssl": self.tls,
-            **_redis_py_options(),
-        }
+        return redis_cluster.command_client(self.url, self.tls)
 
     def pubsub_client(self) -> Any:
-        """A plain client for subscribing. On a cluster any node will do: PUBLISH reaches every node.
-
-        A silently dead subscription (no RST) is noticed by a PING after 15 s of silence,
-        then made again. On a cluster each new subscription goes to the next node the cluster
-        client knows (the URL's node first): when a node dies, the subscriber moves on.
-        """
+        """A plain client for subscribing (one per subscription; on a cluster, see
+        :func:`pynenc.redis_cluster.subscriber_client`). A silently dead subscription (no RST)
+        is noticed by a PING after 15 s of silence, then made again."""
         if not self.is_cluster:
             return Client(self.url, socket_timeout=None, connect_timeout=5.0, health_check_interval=15.0)
-        options = self._cluster_node_options()
         turn, self._subscriptions = self._subscriptions, self._subscriptions + 1
-        if turn:
-            try:
-                nodes = sorted(self.client.get_nodes(), key=lambda node: node.name)
-            except Exception:  # noqa: BLE001 - no view of the cluster yet: the URL's node
-                nodes = []
-            if nodes:
-                node = nodes[turn % len(nodes)]
-                options.update(host=node.host, port=node.port)
-        return errors.redis_py().Redis(socket_connect_timeout=5.0, health_check_interval=15, **options)
+        return redis_cluster.subscriber_client(self.url, self.tls, self.client, turn)
 
     @property
     def client(self) -> Any:
@@ -336,19 +293,9 @@ class RedisConnection:
         """Replace a cluster client that keeps failing with a new one, started from every node
         the old one knew (and the URL's): a primary died and redis-py's view of the cluster
         can stay on it after its replica took over (seen under concurrent use)."""
-        redis = errors.redis_py()
-        options = self._cluster_node_options()
-        known = {(options["host"], options["port"])}
+        nodes = redis_cluster.known_nodes(self.url, failing)
         try:
-            known |= {(node.host, node.port) for node in failing.get_nodes()}
-        except Exception:  # noqa: BLE001 - the URL's node alone, then
-            pass
-        del options["host"], options["port"]
-        startup = [redis.cluster.ClusterNode(host, port) for host, port in sorted(known)]
-        try:
-            fresh = redis.cluster.RedisCluster(
-                startup_nodes=startup, socket_timeout=10.0, socket_connect_timeout=5.0, **options
-            )
+            fresh = redis_cluster.command_client(self.url, self.tls, nodes)
         except Exception as exc:  # noqa: BLE001 - no node answers yet: keep the old one, retry later
             log.debug("no fresh cluster client yet: %s", exc)
             return
@@ -359,7 +306,7 @@ class RedisConnection:
             self._client = fresh
         # The old client is not closed: other threads may be inside a call on it (closing it
         # under them broke redis-py's node bookkeeping); its sockets close when it is freed.
-        log.warning("Redis Cluster at %s: started a fresh client from %d known nodes", self.redacted_url(), len(known))
+        log.warning("Redis Cluster at %s: started a fresh client from %d known nodes", self.redacted_url(), len(nodes))
 
     def _prefix(self, name: str, keys: Sequence[str | bytes]) -> bytes:
         """FCALL and function name (or EVALSHA and sha) and KEYS of a script call, packed once
