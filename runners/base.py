@@ -191,7 +191,7 @@ class BaseRunner(ABC):
             arguments = {name: app.serializer.loads(payload) for name, payload in claimed.arguments.items()}
         except Exception as exc:
             log.error("cannot load invocation", error=str(exc))
-            return Outcome(OutcomeKind.FAILED, encode_exception(exc))
+            return Outcome(OutcomeKind.FAILED, encode_exception(exc, self.app.serializer.unpickles))
         return self._run_task(task, claimed, arguments, log)
 
     def _run_task(self, task: Any, claimed: ClaimedInvocation, arguments: dict[str, Any], log: Any) -> Outcome | None:
@@ -207,19 +207,19 @@ class BaseRunner(ABC):
         except task.conf.retry_for as exc:
             if claimed.num_retries < task.conf.max_retries:
                 log.info("retrying", error=repr(exc), retry=claimed.num_retries + 1)
-                return Outcome(OutcomeKind.RETRY, encode_exception(exc))
+                return Outcome(OutcomeKind.RETRY, encode_exception(exc, self.app.serializer.unpickles))
             log.warning("failed after retries", error=repr(exc))
-            return Outcome(OutcomeKind.FAILED, encode_exception(exc))
+            return Outcome(OutcomeKind.FAILED, encode_exception(exc, self.app.serializer.unpickles))
         except Exception as exc:
             log.info("task raised", error=repr(exc))
-            return Outcome(OutcomeKind.FAILED, encode_exception(exc))
+            return Outcome(OutcomeKind.FAILED, encode_exception(exc, self.app.serializer.unpickles))
         finally:
             current_execution.reset(token)
         try:
             return Outcome(OutcomeKind.SUCCESS, self.app.serializer.dumps(value))
         except SerializationError as exc:
             error = SerializationError(f"{claimed.task_id}: result cannot be serialized: {exc}")
-            return Outcome(OutcomeKind.FAILED, encode_exception(error))
+            return Outcome(OutcomeKind.FAILED, encode_exception(error, self.app.serializer.unpickles))
 
     # ----- waiting inside a task ------------------------------------------------------------
     def settle_pipeline(self) -> None:

@@ -12,15 +12,20 @@ from pynenc.exceptions import RemoteTaskError, SerializationError
 from pynenc.serializer.base import decode, encode_dill, encode_json
 
 
-def encode_exception(exc: BaseException) -> str:
+def encode_exception(exc: BaseException, allow_pickle: bool = True) -> str:
+    """The exception as a stored payload; arguments JSON cannot carry are pickled when
+    ``allow_pickle`` (else only the message is kept: a reader that never unpickles could
+    not load them)."""
     cls = type(exc)
     try:
         args = encode_json(list(exc.args))
     except TypeError:
-        try:
-            args = encode_dill(exc.args)
-        except SerializationError:
-            args = encode_json([str(exc)])
+        args = encode_json([str(exc)])
+        if allow_pickle:
+            try:
+                args = encode_dill(exc.args)
+            except SerializationError:
+                pass  # the message alone, then
     data = {
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": str(exc),

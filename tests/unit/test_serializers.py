@@ -143,3 +143,11 @@ def test_the_cli_of_a_json_app_shows_a_pickled_argument_without_loading_it(trap:
     assert shown["arguments"]["x"] == f"<pickled, {len(trap)} characters, not loaded>"
     assert render(trap, allow_pickle=False) == shown["arguments"]["x"]
     assert TRAPPED == []
+
+
+def test_an_app_that_never_unpickles_stores_only_the_message_of_an_error_json_cannot_carry() -> None:
+    error = CustomError(7, "bad")
+    error.args = ({1, 2},)  # a set: not JSON
+    stored = json.loads(encode_exception(error, allow_pickle=False))
+    assert stored["args"] == JsonSerializer().dumps([str(error)])
+    assert json.loads(encode_exception(error))["args"].startswith("d")  # pickled where allowed
