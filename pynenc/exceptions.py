@@ -36,6 +36,10 @@ class SerializationError(PynencError):
     """A value could not be serialized or deserialized."""
 
 
+class PickleRefusedError(SerializationError):
+    """A pickled (dill) payload met a reader that never unpickles (JsonSerializer)."""
+
+
 # --- invocations ---------------------------------------------------------------------------
 class InvocationError(PynencError):
     """Problems with an invocation as a whole."""

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from pynenc.exceptions import InvocationNotFoundError, SerializationError
+from pynenc.exceptions import InvocationNotFoundError, PickleRefusedError, SerializationError
 from pynenc.models import InvocationRecord
-from pynenc.serializer.base import PickleRefusedError, render
+from pynenc.serializer.base import render
 from pynenc.serializer.errors import describe_exception
 from pynenc.status import EXECUTING, FINAL, QUEUED, TRANSITIONS, InvocationStatus
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from pynenc.exceptions import SerializationError
+from pynenc.exceptions import PickleRefusedError, SerializationError
 
 JSON_TAG = "j"
 DILL_TAG = "d"
@@ -48,10 +48,6 @@ def encode_dill(value: Any) -> str:
     except Exception as exc:  # dill raises many types for unpicklable values
         raise SerializationError(f"cannot pickle {type(value).__name__} value: {exc}") from exc
     return DILL_TAG + base64.b64encode(raw).decode()
-
-
-class PickleRefusedError(SerializationError):
-    """A dill payload met a reader that never unpickles (JsonSerializer)."""
 
 
 def decode(text: str, allow_pickle: bool = True) -> Any:
