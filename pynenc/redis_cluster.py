@@ -67,8 +67,8 @@ def command_client(url: str, tls: bool, nodes: Sequence[tuple[str, int]] = ()) -
 
 def known_nodes(url: str, client: Any) -> list[tuple[str, int]]:
     """The URL's node and every node ``client`` knows, as (host, port), sorted."""
-    options = node_options(url, False)
-    known = {(options["host"], options["port"])}
+    parts = urlsplit(url)
+    known = {(parts.hostname or "localhost", parts.port or 6379)}
     try:
         known |= {(node.host, node.port) for node in client.get_nodes()}
     except Exception:  # noqa: BLE001 - the URL's node alone, then
