@@ -14,10 +14,12 @@ shows what pynenc promises on top of that, not what Redis cannot.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +28,11 @@ import redis
 from pynenc import Pynenc
 from pynenc.redis_keys import RedisKeys
 from pynenc.status import InvocationStatus as S
+from tests.integration.test_supervisor_tasks import Daemon
 from tests.redis_servers import HOST, RedisCluster, RedisServer
 
-app = Pynenc(app_id="failover")
+app = Pynenc()  # the app id comes from the test (and PYNENC__APP_ID in a supervisor)
+APP_SPEC = "tests.integration.test_redis_cluster_failover.app"
 
 #: runs per argument (an invocation whose finish the replica missed runs again)
 RUNS: dict[int, int] = {}
@@ -64,42 +68,66 @@ def cluster() -> Iterator[RedisCluster]:
         yield started
 
 
-def test_the_apps_primary_dies_mid_work_and_every_invocation_still_succeeds(cluster: RedisCluster) -> None:
+SETTINGS = {
+    "orchestrator_cls": "RedisOrchestrator",
+    "broker_cls": "RedisBroker",
+    "state_backend_cls": "RedisStateBackend",
+    "lease_seconds": 2.0,
+    "recovery_interval": 0.5,
+    "redis_retry_seconds": 60.0,
+}
+
+
+def app_on_its_primary(cluster: RedisCluster) -> tuple[RedisServer, dict[str, str]]:
+    """Point ``app`` at a fresh app id whose URL names the primary holding it (the node the
+    test kills: the app must not depend on it afterwards); that node, and the same settings
+    as environment variables for a supervisor."""
     app.conf.app_id = f"fo-{uuid.uuid4().hex[:8]}"
     client = cluster.client()
-    status_key = RedisKeys(app.conf.app_id).status
-    owner = client.get_node_from_key(status_key)
-    # The URL names the very node that dies: the app must not depend on it afterwards.
+    try:
+        owner = client.get_node_from_key(RedisKeys(app.conf.app_id).status)
+    finally:
+        client.close()
     app.conf.redis_url = f"redis+cluster://{HOST}:{owner.port}"
-    app.conf.orchestrator_cls = "RedisOrchestrator"
-    app.conf.broker_cls = "RedisBroker"
-    app.conf.state_backend_cls = "RedisStateBackend"
+    app.conf.logging_level = "ERROR"
+    env = {"PYNENC__APP_ID": app.conf.app_id, "PYNENC__REDIS_URL": app.conf.redis_url}
+    for name, value in SETTINGS.items():
+        setattr(app.conf, name, value)
+        env[f"PYNENC__{name.upper()}"] = str(value)
+    primary = next(node for node in cluster.nodes if node.port == owner.port)
+    return primary, env
+
+
+def wait_replicated(primary: RedisServer) -> None:
+    poll(
+        lambda: (lambda mine, theirs: bool(theirs) and min(theirs) >= mine)(*replication_offsets(primary)),
+        20,
+        "the replica acknowledged the registrations",
+    )
+
+
+def assert_failed_over(cluster: RedisCluster, primary: RedisServer) -> None:
+    survivor = next(node for node in cluster.nodes if node.running)
+    slots = redis.Redis(host=HOST, port=survivor.port).execute_command("CLUSTER", "SLOTS")
+    assert primary.port not in {int(entry[2][1]) for entry in slots}  # a promoted replica holds them
+
+
+def test_the_apps_primary_dies_mid_work_and_every_invocation_still_succeeds(cluster: RedisCluster) -> None:
+    primary, _ = app_on_its_primary(cluster)
     app.conf.runner_cls = "ThreadRunner"
     app.conf.max_threads = 4
-    app.conf.lease_seconds = 2.0
-    app.conf.recovery_interval = 0.5
-    app.conf.redis_retry_seconds = 60.0
-    app.conf.logging_level = "ERROR"
     RUNS.clear()
     try:
         invocations = slow_square.parallelize([(x,) for x in range(120)])
-        primary = next(node for node in cluster.nodes if node.port == owner.port)
-        poll(
-            lambda: (lambda mine, theirs: bool(theirs) and min(theirs) >= mine)(*replication_offsets(primary)),
-            20,
-            "the replica acknowledged the registrations",
-        )
-
+        wait_replicated(primary)
         runner = app.runner
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()
         try:
             poll(lambda: len(RUNS) >= 20, 30, "20 invocations ran before the kill")
             primary.close(graceful=False)  # SIGKILL: no shutdown, no last replication
-            killed_at = time.monotonic()
             for x, invocation in enumerate(invocations):
                 assert invocation.get_result(timeout=90) == x * x
-            recovered_in = time.monotonic() - killed_at
             # The result subscriber left the dead node for a live one (waits are woken, not polled).
             orchestrator = app.orchestrator
             watcher = orchestrator.conn.watcher(orchestrator.keys.final_channel)
@@ -109,15 +137,30 @@ def test_the_apps_primary_dies_mid_work_and_every_invocation_still_succeeds(clus
             runner.stop_runner_loop()
             thread.join(30)
         assert not thread.is_alive()
-
-        survivor = next(node for node in cluster.nodes if node.running)
-        promoted = redis.Redis(host=HOST, port=survivor.port).execute_command("CLUSTER", "SLOTS")
-        owners = {int(entry[2][1]) for entry in promoted}
-        assert owner.port not in owners  # the slot moved to the promoted replica
+        assert_failed_over(cluster, primary)
         statuses = [app.orchestrator.get_status(invocation.invocation_id) for invocation in invocations]
         assert statuses == [S.SUCCESS] * len(invocations)
         assert sorted(RUNS) == [*range(120), 1000]  # each ran at least once
-        assert recovered_in < 90
     finally:
-        client.close()
+        app.reset_components()
+
+
+def test_a_supervisor_pool_rides_out_the_failover_of_its_apps_primary(cluster: RedisCluster, tmp_path: Path) -> None:
+    primary, env = app_on_its_primary(cluster)
+    supervisor = Daemon(env, ["--processes", "2"], tmp_path / "supervisor.log", app_spec=APP_SPEC)
+    try:
+        invocations = slow_square.parallelize([(x,) for x in range(200)])
+        wait_replicated(primary)
+        supervisor.ready()
+        orchestrator = app.orchestrator
+        poll(lambda: orchestrator.status_counts().get(S.SUCCESS, 0) >= 30, 30, "30 invocations done before the kill")
+        primary.close(graceful=False)
+        for x, invocation in enumerate(invocations):
+            assert invocation.get_result(timeout=90) == x * x
+        assert_failed_over(cluster, primary)
+        assert len(supervisor.runner_pids()) == 2  # the same pool, or one it replaced: still whole
+        supervisor.send(signal.SIGTERM)
+        assert supervisor.wait(30) == 0
+    finally:
+        supervisor.close()
         app.reset_components()
