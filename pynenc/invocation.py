@@ -20,7 +20,6 @@ from pynenc.exceptions import (
     InvocationNotFoundError,
     ResultTimeoutError,
 )
-from pynenc.serializer.errors import decode_exception
 from pynenc.status import InvocationStatus
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ def value_of(app: Pynenc, invocation_id: str, record: InvocationRecord | None) -
     if record.status is S.SUCCESS:
         return app.serializer.loads(record.result or "jnull")
     if record.status is S.FAILED:
-        raise decode_exception(record.error or "{}", app.serializer.unpickles)
+        raise app.serializer.loads_error(record.error or "{}")
     if record.status is S.KILLED:
         raise InvocationKilledError(f"invocation {invocation_id} of {record.task_id} was killed")
     if record.status is S.CONCURRENCY_CONTROLLED_FINAL:

@@ -99,6 +99,11 @@ def _lua_transitions() -> str:
     return f"local TRANSITIONS = ' {pairs} '\n"
 
 
+def prelude_source() -> str:
+    """The Lua every script starts from: the allowed transitions, then redis_prelude.lua."""
+    return _lua_transitions() + (SCRIPT_DIR / "redis_prelude.lua").read_text()
+
+
 def load_scripts() -> dict[str, Script]:
     """Every ``<name>-<nkeys>.lua`` beside the Redis orchestrator, with the shared prelude."""
     return _load()[0]
@@ -111,7 +116,7 @@ def load_library() -> Library:
 
 @functools.cache  # read once per process (the supervisor's, before it forks runners)
 def _load() -> tuple[dict[str, Script], Library]:
-    prelude = _lua_transitions() + (SCRIPT_DIR / "redis_prelude.lua").read_text()
+    prelude = prelude_source()
     scripts = {}
     for path in sorted(SCRIPT_DIR.glob("*-[0-9]*.lua")):
         script = Script(path, prelude)

@@ -37,7 +37,6 @@ from pynenc.exceptions import (
     SerializationError,
 )
 from pynenc.models import ClaimedInvocation, HelpReply, Outcome, OutcomeKind
-from pynenc.serializer.errors import encode_exception
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -162,6 +161,24 @@ class BaseRunner(ABC):
             self.app.logger.warning("recovered invocation with expired lease", invocation_id=invocation_id)
         return recovered
 
+    def give_back(self, invocation_ids: Sequence[str], what: str) -> None:
+        """Return owned invocations to the queue (no stall counted) and stop renewing their
+        leases even when the backend does not answer: what it did not take back is then
+        recovered when its lease expires. ``what`` says which, in the log line of a failure."""
+        if not invocation_ids:
+            return
+        try:
+            self.app.orchestrator.release(self.runner_id, list(invocation_ids))
+        except Exception as exc:
+            self.app.logger.warning(
+                "could not give invocations back: recovered when their leases expire",
+                which=what,
+                invocation_ids=list(invocation_ids),
+                error=repr(exc),
+            )
+        for invocation_id in invocation_ids:
+            self._disown(invocation_id)
+
     def release_owned(self) -> None:
         owned = self.owned()
         if owned:
@@ -191,7 +208,7 @@ class BaseRunner(ABC):
             arguments = {name: app.serializer.loads(payload) for name, payload in claimed.arguments.items()}
         except Exception as exc:
             log.error("cannot load invocation", error=str(exc))
-            return Outcome(OutcomeKind.FAILED, encode_exception(exc, self.app.serializer.unpickles))
+            return Outcome(OutcomeKind.FAILED, self.app.serializer.dumps_error(exc))
         return self._run_task(task, claimed, arguments, log)
 
     def _run_task(self, task: Any, claimed: ClaimedInvocation, arguments: dict[str, Any], log: Any) -> Outcome | None:
@@ -207,19 +224,19 @@ class BaseRunner(ABC):
         except task.conf.retry_for as exc:
             if claimed.num_retries < task.conf.max_retries:
                 log.info("retrying", error=repr(exc), retry=claimed.num_retries + 1)
-                return Outcome(OutcomeKind.RETRY, encode_exception(exc, self.app.serializer.unpickles))
+                return Outcome(OutcomeKind.RETRY, self.app.serializer.dumps_error(exc))
             log.warning("failed after retries", error=repr(exc))
-            return Outcome(OutcomeKind.FAILED, encode_exception(exc, self.app.serializer.unpickles))
+            return Outcome(OutcomeKind.FAILED, self.app.serializer.dumps_error(exc))
         except Exception as exc:
             log.info("task raised", error=repr(exc))
-            return Outcome(OutcomeKind.FAILED, encode_exception(exc, self.app.serializer.unpickles))
+            return Outcome(OutcomeKind.FAILED, self.app.serializer.dumps_error(exc))
         finally:
             current_execution.reset(token)
         try:
             return Outcome(OutcomeKind.SUCCESS, self.app.serializer.dumps(value))
         except SerializationError as exc:
             error = SerializationError(f"{claimed.task_id}: result cannot be serialized: {exc}")
-            return Outcome(OutcomeKind.FAILED, encode_exception(error, self.app.serializer.unpickles))
+            return Outcome(OutcomeKind.FAILED, self.app.serializer.dumps_error(error))
 
     # ----- waiting inside a task ------------------------------------------------------------
     def settle_pipeline(self) -> None:

@@ -119,25 +119,11 @@ class ThreadRunner(BaseRunner):
             self.app.logger.error(
                 "runner failed to execute invocation", invocation_id=claimed.invocation_id, error=repr(exc)
             )
-            self._give_up(claimed.invocation_id)
+            if claimed.invocation_id in self.owned():  # not reported: back to the queue
+                self.give_back([claimed.invocation_id], "an invocation not reported")
         finally:
             self.slots.release()
             self._threads.discard(threading.current_thread())
-
-    def _give_up(self, invocation_id: str) -> None:
-        """After a failure to report: give the invocation back to the queue, or at least stop
-        renewing its lease, so it is recovered when the lease expires instead of staying ours."""
-        if invocation_id not in self.owned():
-            return
-        try:
-            self.app.orchestrator.release(self.runner_id, [invocation_id])
-        except Exception as exc:
-            self.app.logger.warning(
-                "could not give the invocation back: recovered when its lease expires",
-                invocation_id=invocation_id,
-                error=repr(exc),
-            )
-        self._disown(invocation_id)
 
     def on_pause(self, execution: Execution) -> None:
         self.slots.release()

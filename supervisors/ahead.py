@@ -155,12 +155,8 @@ class ClaimAhead:
         ids = [item.invocation_id for item in self.held]
         self.held = []
         self.cooldown_until = time.monotonic() + COOLDOWN_SECONDS
-        try:
-            self.runner.app.orchestrator.release(self.runner.runner_id, ids)
-        except Exception as exc:  # still PENDING: recovered when the lease expires, no stall counted
-            self.runner.app.logger.warning("could not give back invocations held ahead", error=repr(exc))
-        for invocation_id in ids:
-            self.runner._disown(invocation_id)
+        # Not given back: still PENDING, recovered when the lease expires, no stall counted.
+        self.runner.give_back(ids, "invocations held ahead")
 
     # ----- the watchdog thread -------------------------------------------------------------
     def _watch(self) -> None:

@@ -51,10 +51,10 @@ _LIMIT = struct.Struct("@q")
 # byte by byte and a reader could see a half-updated counter.
 _SEQ = struct.Struct("@Q")
 _SEQ_MASK = (1 << 64) - 1
-_PAYLOAD = struct.Struct(f"<qIBBxxddQQ{INVOCATION_ID_BYTES}s{TASK_ID_BYTES}s")
-_CRC = struct.Struct("<I")
 #: the numbers at the front of a payload (pid, state, the two text lengths, times, counters)
 _NUMBERS = struct.Struct("<qIBBxxddQQ")
+_PAYLOAD = struct.Struct(f"{_NUMBERS.format}{INVOCATION_ID_BYTES}s{TASK_ID_BYTES}s")
+_CRC = struct.Struct("<I")
 _PAYLOAD_OFFSET = _SEQ.size
 #: the state field inside a payload (after the pid), for :meth:`SlotTable.any_in_state`
 _STATE = struct.Struct("<I")

@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -456,54 +456,52 @@ class RedisCluster:
                 f"redis-cli --cluster create failed (code {result.returncode}):\n{result.stdout}\n{result.stderr}"
             )
 
-    def _wait_ok(self) -> None:
+    def _wait_nodes(self, what: str, not_ready: Callable[[redis.Redis[Any]], str | None]) -> None:
+        """Poll every node until ``not_ready`` says None for each (else why not); fail after
+        the timeout with ``what`` and the reasons of the nodes still not ready."""
         deadline = time.monotonic() + self.timeout
         clients = [n.client(socket_timeout=1.0) for n in self.nodes]
         try:
-            pending = list(range(len(self.nodes)))
-            states: dict[int, str] = {}
+            pending: dict[int, str] = dict.fromkeys(range(len(self.nodes)), "not asked")
             while pending:
                 for i in list(pending):
                     try:
-                        info = clients[i].cluster("INFO")
+                        reason = not_ready(clients[i])
                     except redis.exceptions.RedisError as exc:
-                        states[i] = repr(exc)
-                        continue
-                    state = str(info.get("cluster_state", info))
-                    states[i] = state
-                    if state == "ok":
-                        pending.remove(i)
+                        reason = repr(exc)
+                    if reason is None:
+                        del pending[i]
+                    else:
+                        pending[i] = reason
                 if not pending:
                     return
                 if time.monotonic() >= deadline:
-                    detail = ", ".join(f"{self.nodes[i].port}={states.get(i)}" for i in pending)
-                    raise RedisServerError(f"cluster not ok after {self.timeout:.0f}s: {detail}")
+                    detail = ", ".join(f"{self.nodes[i].port}={reason}" for i, reason in pending.items())
+                    raise RedisServerError(f"{what} after {self.timeout:.0f}s: {detail}")
                 time.sleep(0.05)
         finally:
             for c in clients:
                 c.close()
 
+    def _wait_ok(self) -> None:
+        def not_ok(client: redis.Redis[Any]) -> str | None:
+            info = client.cluster("INFO")
+            state = str(info.get("cluster_state", info))
+            return None if state == "ok" else state
+
+        self._wait_nodes("cluster not ok", not_ok)
+
     def _wait_replicas_in_sync(self) -> None:
         """Until every replica's link to its primary is up (a replica that never synced cannot
         take over from its primary)."""
-        deadline = time.monotonic() + self.timeout
-        clients = [n.client(socket_timeout=1.0) for n in self.nodes]
-        try:
-            while True:
-                roles = [c.info("replication") for c in clients]
-                down = [
-                    i for i, role in enumerate(roles) if role["role"] == "slave" and role["master_link_status"] != "up"
-                ]
-                if not down:
-                    return
-                if time.monotonic() >= deadline:
-                    raise RedisServerError(
-                        f"replicas not in sync after {self.timeout:.0f}s: {[self.nodes[i].port for i in down]}"
-                    )
-                time.sleep(0.05)
-        finally:
-            for c in clients:
-                c.close()
+
+        def link_down(client: redis.Redis[Any]) -> str | None:
+            role = client.info("replication")
+            if role["role"] != "slave" or role["master_link_status"] == "up":
+                return None
+            return f"replica link {role['master_link_status']}"
+
+        self._wait_nodes("replicas not in sync", link_down)
 
     @property
     def startup_nodes(self) -> list[redis.cluster.ClusterNode]:

@@ -22,7 +22,6 @@ import psutil
 
 from pynenc.exceptions import InvocationNotFoundError, PickleRefusedError, SerializationError
 from pynenc.models import InvocationRecord
-from pynenc.serializer.base import render
 from pynenc.serializer.errors import describe_exception
 from pynenc.status import EXECUTING, FINAL, QUEUED, TRANSITIONS, InvocationStatus
 
@@ -239,13 +238,12 @@ def invocation(app: Pynenc, invocation_id: str, now: float) -> dict[str, Any]:
     record = app.orchestrator.get_record(invocation_id)
     if record is None:
         raise InvocationNotFoundError(f"invocation {invocation_id} not found")
-    unpickles = app.serializer.unpickles
     return {
         "invocation_id": record.invocation_id,
         "task_id": record.task_id,
         "status": record.status.value,
         "final": record.status in FINAL,
-        "arguments": {name: render(text, ARGUMENT_LIMIT, unpickles) for name, text in record.arguments.items()},
+        "arguments": {name: app.serializer.render(text, ARGUMENT_LIMIT) for name, text in record.arguments.items()},
         "call_key": record.call_key,
         "parent_invocation_id": record.parent_invocation_id,
         "owner": record.owner,

@@ -25,7 +25,6 @@ from pynenc.models import (
     RegisterOutcome,
 )
 from pynenc.orchestrator.base import BaseOrchestrator
-from pynenc.serializer.base import render_arguments
 from pynenc.serializer.errors import encode_exception
 from pynenc.state_backend.mem_state_backend import MemStateBackend
 from pynenc.status import EXECUTING, FINAL, OWNED, QUEUED, InvocationStatus, is_allowed
@@ -119,7 +118,7 @@ class MemOrchestrator(BaseOrchestrator):
     def _describe(self, record: InvocationRecord) -> tuple[str, str, str]:
         return (
             record.task_id,
-            render_arguments(record.arguments, 40, self.app.serializer.unpickles),
+            self.app.serializer.render_arguments(record.arguments, 40),
             record.invocation_id,
         )
 

@@ -36,7 +36,6 @@ from pynenc.models import (
     RegisterOutcome,
 )
 from pynenc.orchestrator.base import BaseOrchestrator
-from pynenc.serializer.base import render_arguments
 from pynenc.serializer.errors import encode_exception
 from pynenc.state_backend.redis_state_backend import RedisStateBackend
 from pynenc.status import EXECUTING, FINAL, InvocationStatus
@@ -246,7 +245,7 @@ class RedisOrchestrator(BaseOrchestrator):
         described = [
             (
                 record.task_id,
-                render_arguments(record.arguments, 40, self.app.serializer.unpickles),
+                self.app.serializer.render_arguments(record.arguments, 40),
                 record.invocation_id,
             )
             if record is not None

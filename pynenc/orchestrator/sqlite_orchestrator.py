@@ -44,7 +44,6 @@ from pynenc.exceptions import (
 from pynenc.models import CallSpec, ClaimedInvocation, Outcome, OutcomeKind, RegisterOutcome
 from pynenc.orchestrator.base import BaseOrchestrator
 from pynenc.orchestrator.sqlite_reads import SQLiteReads, marks
-from pynenc.serializer.base import render_arguments
 from pynenc.serializer.errors import encode_exception
 from pynenc.sqlite_store import SQLiteStore
 from pynenc.status import FINAL, OWNED, TRANSITIONS, InvocationStatus
@@ -180,7 +179,7 @@ class SQLiteOrchestrator(SQLiteReads, BaseOrchestrator):
         return chain
 
     def _describe(self, row: Row) -> tuple[str, str, str]:
-        arguments = render_arguments(orjson.loads(row["arguments"]), 40, self.app.serializer.unpickles)
+        arguments = self.app.serializer.render_arguments(orjson.loads(row["arguments"]), 40)
         return (row["task_id"], arguments, row["id"])
 
     # ----- transitions ---------------------------------------------------------------------

@@ -34,6 +34,25 @@ class BaseSerializer(ABC):
     def loads(self, text: str) -> Any:
         return decode(text, allow_pickle=self.unpickles)
 
+    # What an app stores and shows follows its serializer's ``unpickles``, in one place:
+    def dumps_error(self, exc: BaseException) -> str:
+        """``exc`` as a stored error payload (pynenc.serializer.errors.encode_exception)."""
+        from pynenc.serializer.errors import encode_exception  # errors builds on this module
+
+        return encode_exception(exc, allow_pickle=self.unpickles)
+
+    def loads_error(self, payload: str) -> BaseException:
+        """A stored error payload rebuilt (pynenc.serializer.errors.decode_exception)."""
+        from pynenc.serializer.errors import decode_exception
+
+        return decode_exception(payload, allow_pickle=self.unpickles)
+
+    def render(self, text: str, limit: int = 80) -> str:
+        return render(text, limit, allow_pickle=self.unpickles)
+
+    def render_arguments(self, arguments: dict[str, str], limit: int = 80) -> str:
+        return render_arguments(arguments, limit, allow_pickle=self.unpickles)
+
 
 def encode_json(value: Any) -> str:
     """Tagged JSON; raises TypeError for values orjson cannot encode."""

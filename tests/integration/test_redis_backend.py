@@ -26,7 +26,7 @@ from pynenc.exceptions import (
 from pynenc.models import CallSpec, Outcome, OutcomeKind
 from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
 from pynenc.redis_keys import KEY_NAMES, RedisKeys
-from pynenc.redis_scripts import SCRIPT_DIR, _lua_transitions, load_scripts
+from pynenc.redis_scripts import load_scripts, prelude_source
 from pynenc.redis_watch import FinalWatcher
 from pynenc.serializer.base import encode_json
 from pynenc.serializer.errors import decode_exception
@@ -196,8 +196,9 @@ def test_script_times_are_the_servers_clock_with_six_exact_decimals(
 ) -> None:
     """History times and lease ends are built from TIME's digits, not by printing a float:
     zero-padded microseconds, carries across the second, negative offsets (expiry cutoffs)."""
-    prelude = _lua_transitions() + (SCRIPT_DIR / "redis_prelude.lua").read_text()
-    probe = prelude + "\nset_now(tonumber(ARGV[1]), tonumber(ARGV[2]))\nreturn {NOW, time_in(tonumber(ARGV[3]))}"
+    probe = (
+        prelude_source() + "\nset_now(tonumber(ARGV[1]), tonumber(ARGV[2]))\nreturn {NOW, time_in(tonumber(ARGV[3]))}"
+    )
     reply = redis_server.client().eval(probe, 0, seconds, microseconds, repr(offset))
     assert [value.decode() for value in reply] == [now, later]
 

@@ -20,15 +20,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
 
 from pynenc import Pynenc
 from pynenc.redis_keys import RedisKeys
 from pynenc.status import InvocationStatus as S
-from tests.integration.test_supervisor_tasks import Daemon
+from tests.integration.test_supervisor_tasks import Daemon, wait_until
 from tests.redis_servers import HOST, RedisCluster, RedisServer
 
 app = Pynenc()  # the app id comes from the test (and PYNENC__APP_ID in a supervisor)
@@ -47,17 +45,13 @@ def slow_square(x: int) -> int:
     return x * x
 
 
-def poll(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s: {what}")
-        time.sleep(0.05)
-
-
 def replication_offsets(node: RedisServer) -> tuple[int, list[int]]:
     """The primary's replication offset and each connected replica's acknowledged offset."""
-    info = node.client().info("replication")
+    client = node.client()
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
     replicas = [int(value["offset"]) for key, value in info.items() if key.startswith("slave") and "offset" in value]
     return int(info["master_repl_offset"]), replicas
 
@@ -98,17 +92,22 @@ def app_on_its_primary(cluster: RedisCluster) -> tuple[RedisServer, dict[str, st
     return primary, env
 
 
+def replica_caught_up(primary: RedisServer) -> bool:
+    mine, theirs = replication_offsets(primary)
+    return bool(theirs) and min(theirs) >= mine
+
+
 def wait_replicated(primary: RedisServer) -> None:
-    poll(
-        lambda: (lambda mine, theirs: bool(theirs) and min(theirs) >= mine)(*replication_offsets(primary)),
-        20,
-        "the replica acknowledged the registrations",
-    )
+    wait_until(lambda: replica_caught_up(primary), 20, "the replica acknowledged the registrations")
 
 
 def assert_failed_over(cluster: RedisCluster, primary: RedisServer) -> None:
     survivor = next(node for node in cluster.nodes if node.running)
-    slots = redis.Redis(host=HOST, port=survivor.port).execute_command("CLUSTER", "SLOTS")
+    client = survivor.client()
+    try:
+        slots = client.execute_command("CLUSTER", "SLOTS")
+    finally:
+        client.close()
     assert primary.port not in {int(entry[2][1]) for entry in slots}  # a promoted replica holds them
 
 
@@ -124,7 +123,7 @@ def test_the_apps_primary_dies_mid_work_and_every_invocation_still_succeeds(clus
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()
         try:
-            poll(lambda: len(RUNS) >= 20, 30, "20 invocations ran before the kill")
+            wait_until(lambda: len(RUNS) >= 20, 30, "20 invocations ran before the kill")
             primary.close(graceful=False)  # SIGKILL: no shutdown, no last replication
             for x, invocation in enumerate(invocations):
                 assert invocation.get_result(timeout=90) == x * x
@@ -153,7 +152,9 @@ def test_a_supervisor_pool_rides_out_the_failover_of_its_apps_primary(cluster: R
         wait_replicated(primary)
         supervisor.ready()
         orchestrator = app.orchestrator
-        poll(lambda: orchestrator.status_counts().get(S.SUCCESS, 0) >= 30, 30, "30 invocations done before the kill")
+        wait_until(
+            lambda: orchestrator.status_counts().get(S.SUCCESS, 0) >= 30, 30, "30 invocations done before the kill"
+        )
         primary.close(graceful=False)
         for x, invocation in enumerate(invocations):
             assert invocation.get_result(timeout=90) == x * x
