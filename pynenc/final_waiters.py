@@ -103,5 +103,10 @@ class FinalWaiters:
                 for event in events:
                     event.set()
 
+    def waits_for(self, invocation_id: str) -> bool:
+        """Whether someone watches ``invocation_id`` now."""
+        with self.lock:
+            return invocation_id in self._wanted
+
     def anyone_waits_locked(self) -> bool:
         return bool(self._wanted)

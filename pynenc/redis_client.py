@@ -356,6 +356,43 @@ class RedisConnection:
 
         return reply
 
+    def run_after(self, blocking: Sequence[Any], name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
+        """Send a blocking command (e.g. ``BLPOP``) and a script call in one write; return the
+        script's reply.
+
+        Redis reads a blocked client's next command only once the blocking one has returned,
+        so the script runs the moment the wait ends, and the caller wakes once, with the
+        script's reply in hand, instead of waking, sending the script and waiting again. The
+        blocking command's reply is dropped: it only says when. Scripts called this way must
+        be safe to repeat after a lost reply (see :meth:`send`).
+        """
+        connections = self._connections()
+        if connections is None:  # a cluster client: routed by slot, one command at a time
+            self.call(lambda client: client.execute_command(*blocking))
+            return self.run(name, keys, args)
+        self.settle()
+        packed = packed_command(blocking) + packed_script_call(self._prefix(name, keys), len(keys), args)
+        try:
+            connection = connections.send(packed)
+        except errors.CONNECTION_ERRORS:
+            return self.run(name, keys, args)
+        try:
+            connection.read_response()
+        except errors.REPLY_ERRORS:
+            pass  # the wait failed, not the script: its reply follows on the same connection
+        except BaseException as exc:
+            connection.disconnect()
+            connections.give(connection)
+            if isinstance(exc, errors.CONNECTION_ERRORS):
+                return self.run(name, keys, args)
+            raise
+        try:
+            return connections.read(connection)
+        except errors.CONNECTION_ERRORS + errors.NOSCRIPT_ERRORS:
+            return self.run(name, keys, args)
+        except errors.REPLY_ERRORS as exc:
+            raise errors.translate(exc) from None
+
     def run(self, name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
         """Run a script by name (FCALL or EVALSHA), loading it again when the server lost it."""
         script = self.scripts[name]
@@ -410,6 +447,11 @@ class RedisConnection:
             if result is not NOT_SENT:
                 return result
         return self.call(lambda _client: connections.read(connections.send(packed)))
+
+    def running_watcher(self, channel: str) -> FinalWatcher | None:
+        """The process's subscriber to ``channel`` if it was started (None: none is made)."""
+        watcher = self._watchers.get(channel)
+        return watcher if watcher is not None and watcher.pid == forks.pid else None
 
     def watcher(self, channel: str) -> FinalWatcher:
         """The process's subscriber to ``channel`` (started on first use, re-created after fork)."""

@@ -35,6 +35,8 @@ class FinalWatcher(FinalWaiters):
 
     #: seconds the subscription is kept once nobody waits (back-to-back waits reuse it)
     LINGER_SECONDS = 0.5
+    #: invocations remembered as registered by this process while subscribed (oldest dropped)
+    FRESH_CAP = 4096
 
     def __init__(self, connection: RedisConnection, channel: str) -> None:
         super().__init__()
@@ -45,6 +47,12 @@ class FinalWatcher(FinalWaiters):
         self._stopping = threading.Event()
         self._wanted_since_idle = threading.Event()  # set by watch(): someone waits
         self._last_wanted = time.monotonic()
+        #: one more for every confirmed subscription: what was learned under an earlier one
+        #: (a fresh entry's epoch) says nothing about what the current one missed
+        self._epoch = 0
+        #: id -> (epoch, final): invocations this process registered while subscribed, and
+        #: whether their final event has come since (see note_fresh)
+        self._fresh: dict[str, tuple[int, bool]] = {}
         self._thread = threading.Thread(target=self._run, name=f"pynenc-final-{channel}", daemon=True)
         self._thread.start()
 
@@ -52,6 +60,39 @@ class FinalWatcher(FinalWaiters):
         self._last_wanted = time.monotonic()
         if not self._wanted_since_idle.is_set():
             self._wanted_since_idle.set()
+
+    def note_fresh(self, ids: Iterable[str]) -> None:
+        """``ids`` are about to be registered by this process, each new (no registration key).
+
+        Called before the registration is sent. While the subscription that is up now stays
+        up, every final event of these ids reaches this thread, which marks them; so a wait
+        on one of them that finds it unmarked knows, without reading Redis, that it is not
+        final yet (:meth:`known_pending`): the first read of a wait is saved.
+        """
+        with self.lock:
+            if not self.subscribed.is_set():
+                return
+            fresh, epoch = self._fresh, self._epoch
+            for invocation_id in ids:
+                fresh[invocation_id] = (epoch, False)
+            while len(fresh) > self.FRESH_CAP:
+                del fresh[next(iter(fresh))]
+
+    def known_pending(self, ids: Iterable[str]) -> bool:
+        """Whether every id is known not final yet: registered by this process under the
+        subscription still up (:meth:`note_fresh`), with no final event since."""
+        with self.lock:
+            if not self.subscribed.is_set():
+                return False
+            epoch = self._epoch
+            return all(self._fresh.get(invocation_id) == (epoch, False) for invocation_id in ids)
+
+    def publish_locked(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        for invocation_id in ids:
+            if invocation_id in self._fresh:
+                self._fresh[invocation_id] = (self._epoch, True)
+        super().publish_locked(ids)
 
     def unwatch(self, ids: Iterable[str], event: FinalEvent) -> set[str]:
         self._last_wanted = time.monotonic()
@@ -116,7 +157,9 @@ class FinalWatcher(FinalWaiters):
             # Waiters re-read: events before the subscription were not seen. Woken before
             # `subscribed` is set, so whoever sees it set knows that wake-up is behind it.
             self.wake_all()
-            self.subscribed.set()
+            with self.lock:
+                self._epoch += 1
+                self.subscribed.set()
         elif kind == "message":
             invocation_id, tab, result = (message.get("data") or "").partition("\t")
             if tab:

@@ -115,8 +115,10 @@ class ClaimAhead:
             return reply.claimed[:1]
 
     def _wake_watchdog(self) -> None:
-        # Waking a thread for every invocation would cost more than the round trip saved.
-        if self._watchdog_idle:
+        # Only when it has something to watch (a held invocation, a reply in flight), and only
+        # when it sleeps: waking a thread for every invocation would cost more than the round
+        # trip saved, and on a busy machine delays the very process the result goes to.
+        if self._watchdog_idle and (self.held or self.reply is not None):
             self.cond.notify_all()
 
     def settle(self) -> None:

@@ -192,8 +192,20 @@ class SlotWriter:
             if not resuming and SlotState.RESUMING in states:
                 return False
             # Only state and heartbeat change: a resuming slot keeps its invocation fields.
-            self.table.write(self.index, state=SlotState.RUNNING, heartbeat=time.time())
+            self.table.set_state(self.index, SlotState.RUNNING, time.time())
             return True
+
+    def permit_free(self) -> bool:
+        """Whether a new claim could take a permit now (fewer RUNNING slots than the limit and
+        none RESUMING): an advisory glance without the pool lock, for a runner deciding to
+        claim before it takes the permit (:meth:`try_acquire` decides)."""
+        states = self.table.states()
+        states[self.index] = SlotState.EMPTY
+        return states.count(SlotState.RUNNING) < self.table.limit() and SlotState.RESUMING not in states
+
+    def try_acquire(self) -> bool:
+        """:meth:`acquire` without waiting: True when this slot is RUNNING now."""
+        return self._try_take(resuming=False)
 
     def acquire(self, resuming: bool = False, timeout: float | None = None) -> bool:
         """Mark this slot RUNNING once fewer than the limit are; False on timeout or stop.

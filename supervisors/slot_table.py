@@ -59,6 +59,9 @@ _PAYLOAD_OFFSET = _SEQ.size
 #: the state field inside a payload (after the pid), for :meth:`SlotTable.any_in_state`
 _STATE = struct.Struct("<I")
 _STATE_OFFSET = struct.calcsize("<q")
+#: the heartbeat field inside a payload, for :meth:`SlotTable.set_state`
+_HEARTBEAT = struct.Struct("<d")
+_HEARTBEAT_OFFSET = struct.calcsize("<qIBBxxd")
 _RECORD_DATA_SIZE = _PAYLOAD.size + _CRC.size
 assert _PAYLOAD_OFFSET + _RECORD_DATA_SIZE <= RECORD_SIZE
 
@@ -346,17 +349,14 @@ class SlotTable:
 
     def set_idle(self, index: int) -> Slot:
         """Back to IDLE; leaving RUNNING with an invocation counts one more finished invocation."""
-        current = self._read_own(index)
-        done = current.invocations_done + (current.state is SlotState.RUNNING and current.invocation_id != "")
-        return self.write(
-            index,
-            state=SlotState.IDLE,
-            invocation_id="",
-            task_id="",
-            started_at=0.0,
-            heartbeat=time.time(),
-            invocations_done=done,
-        )
+        # Once per idle spell of a runner: packed directly, as _running does.
+        buf, base = self._locate(index)
+        pid, state, inv_len, _, _, _, done, rss = _NUMBERS.unpack_from(buf, base + _PAYLOAD_OFFSET)
+        if state == SlotState.RUNNING and inv_len:
+            done += 1
+        now = time.time()
+        self._store_data(index, _pack(pid, SlotState.IDLE, b"", b"", 0.0, now, done, rss))
+        return Slot(index, pid, SlotState.IDLE, "", "", 0.0, now, done, rss)
 
     def switch_running(self, index: int, invocation_id: str, task_id: str) -> None:
         """RUNNING one invocation -> RUNNING the next (permit kept); the one left counts as done."""
@@ -373,6 +373,17 @@ class SlotTable:
         inv = truncate_utf8(invocation_id, INVOCATION_ID_BYTES)
         task = truncate_utf8(task_id, TASK_ID_BYTES)
         self._store_data(index, _pack(pid, SlotState.RUNNING, inv, task, now, now, done, rss))
+
+    def set_state(self, index: int, state: SlotState, heartbeat: float) -> None:
+        """Change only the state and heartbeat of slot ``index`` (its writer only), keeping the
+        other fields as stored: a permit hand-over does this for every claim, so it patches
+        the two fields in the stored bytes instead of decoding and encoding a whole record."""
+        buf, base = self._locate(index)
+        start = base + _PAYLOAD_OFFSET
+        payload = bytearray(buf[start : start + _PAYLOAD.size])
+        _STATE.pack_into(payload, _STATE_OFFSET, int(state))
+        _HEARTBEAT.pack_into(payload, _HEARTBEAT_OFFSET, heartbeat)
+        self._store_data(index, bytes(payload) + _CRC.pack(zlib.crc32(payload)))
 
     def set_paused(self, index: int) -> Slot:
         return self.write(index, state=SlotState.PAUSED, heartbeat=time.time())

@@ -270,6 +270,14 @@ class BaseOrchestrator(ABC):
     def wait_for_work(self, timeout: float) -> None:
         """Block until work may be claimable or ``timeout`` passes (spurious wake-ups allowed)."""
 
+    def claim_when_woken(
+        self, runner_id: str, max_count: int, lease_seconds: float, timeout: float
+    ) -> list[ClaimedInvocation]:
+        """:meth:`wait_for_work`, then :meth:`claim`: what an idle runner does. Backends that can
+        claim the moment work arrives, without a round trip back to the runner, override it."""
+        self.wait_for_work(timeout)
+        return self.claim(runner_id, max_count, lease_seconds)
+
     @abstractmethod
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
         """Every stored invocation (optionally only in these statuses), for inspection."""

@@ -69,6 +69,7 @@ class RedisOrchestrator(BaseOrchestrator):
     # ----- transitions ---------------------------------------------------------------------
     def register(self, calls: Sequence[CallSpec]) -> list[RegisterOutcome]:
         outcomes: list[RegisterOutcome] = []
+        self._note_fresh(calls)
         for start in range(0, len(calls), REGISTER_BATCH):
             batch = calls[start : start + REGISTER_BATCH]
             outcomes += self._register_outcomes(batch, self._run("register", *self._register_args(batch)))
@@ -77,6 +78,7 @@ class RedisOrchestrator(BaseOrchestrator):
     def register_later(self, calls: Sequence[CallSpec]) -> Callable[[], list[RegisterOutcome]]:
         if len(calls) > REGISTER_BATCH:
             return super().register_later(calls)
+        self._note_fresh(calls)
         read = self.state.send("register", *self._register_args(calls))
         return lambda: self._register_outcomes(calls, read())
 
@@ -84,7 +86,15 @@ class RedisOrchestrator(BaseOrchestrator):
         # Pipelined: Redis applies the calls in the order sent, and their replies are read
         # before this process's next command (RedisConnection.settle).
         what = f"registration of invocation {call.invocation_id} of {call.task_id}"
+        self._note_fresh([call])
         self.state.send_ahead("register", what, *self._register_args([call]))
+
+    def _note_fresh(self, calls: Sequence[CallSpec]) -> None:
+        """Tell this process's final-channel subscriber, if it is up, which new invocations
+        are about to be registered (FinalWatcher.note_fresh): a wait on them needs no first read."""
+        watcher = self.conn.running_watcher(self.keys.final_channel)
+        if watcher is not None:
+            watcher.note_fresh(call.invocation_id for call in calls if call.registration_key is None)
 
     def _register_args(self, batch: Sequence[CallSpec]) -> list[Any]:
         now = time.time()
@@ -422,9 +432,17 @@ class RedisOrchestrator(BaseOrchestrator):
         deadline = time.monotonic() + timeout
         watcher = self.conn.watcher(channel or self.keys.final_channel)
         event = watcher.watch(ids)
+        # Registered here under the subscription still up, and not published since: not final
+        # yet, so the first look has nothing to read; any final event from now on sets event.
+        skip_look = watcher.known_pending(ids)
         try:
             while True:
                 published = watcher.take_published(event)
+                if skip_look and not published:
+                    skip_look = False
+                    watcher.wait(event, deadline - time.monotonic())
+                    continue
+                skip_look = False
                 done, found = look(event, published)
                 remaining = deadline - time.monotonic()
                 if done or remaining <= 0:
@@ -437,6 +455,15 @@ class RedisOrchestrator(BaseOrchestrator):
         # BLPOP takes whole or fractional seconds; 0 would block forever.
         seconds = max(round(timeout, 3), 0.001)
         self.conn.call(lambda client: client.blpop([self.keys.wake], timeout=seconds))
+
+    def claim_when_woken(
+        self, runner_id: str, max_count: int, lease_seconds: float, timeout: float
+    ) -> list[ClaimedInvocation]:
+        # BLPOP and the claim in one write: the claim runs in Redis as soon as a wake marker
+        # arrives (or the wait times out), and the runner wakes once, with what it claimed.
+        seconds = max(round(timeout, 3), 0.001)
+        flat = self.state.run_after(("BLPOP", self.keys.wake, seconds), "claim", runner_id, max_count, lease_seconds)
+        return self._claimed(runner_id, flat, 0)
 
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
         wanted = set(statuses) if statuses is not None else None

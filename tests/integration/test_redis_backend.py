@@ -441,11 +441,14 @@ def gated_echo(text: str) -> str:
 
 
 @pytest.mark.parametrize("size, reads_after_final", [(10, 0), (2000, 1)], ids=["small", "large"])
-def test_a_small_result_comes_with_its_final_event_and_a_large_one_is_read(
-    rapp: Pynenc, start_runner: Any, size: int, reads_after_final: int
+@pytest.mark.parametrize("registered", ["before subscribing", "while subscribed"])
+def test_what_a_result_wait_reads(
+    rapp: Pynenc, start_runner: Any, size: int, reads_after_final: int, registered: str
 ) -> None:
-    # A waiter outside a task reads the record (not final yet); a small SUCCESS result then
-    # arrives with the final event and needs no read, a large one is read.
+    # A waiter outside a task first looks at the record, unless this process registered the
+    # invocation under the subscription still up (then its final event cannot be missed and
+    # it is known not final). A small SUCCESS result arrives with the final event and needs
+    # no read; a large one is read.
     state = rapp.state_backend
     assert isinstance(state, RedisStateBackend)
     reads: list[str] = []
@@ -460,25 +463,120 @@ def test_a_small_result_comes_with_its_final_event_and_a_large_one_is_read(
     GATE.clear()
     try:
         start_runner()
+        if registered == "before subscribing":
+            invocation = gated_echo("x" * size)
         watcher.LINGER_SECONDS = 60.0  # stays subscribed: no re-read for a new subscription
-        assert square(2).get_result(timeout=30) == 4
-        # That wait may have ended before the subscription was confirmed; the confirmation
-        # wakes every waiter for a re-read, which must not land inside the wait measured below
-        # (the subscriber wakes them before it marks itself subscribed).
+        watcher.unwatch([], watcher.watch([]))  # subscribes now
+        # The confirmation wakes every waiter for a re-read, which must not land inside the
+        # wait measured below (the subscriber wakes them before it marks itself subscribed).
         assert watcher.subscribed.wait(15)
-        invocation = gated_echo("x" * size)
+        if registered == "while subscribed":
+            invocation = gated_echo("x" * size)
         results: list[str] = []
         waiter = threading.Thread(target=lambda: results.append(invocation.get_result(timeout=30)))
         waiter.start()
-        poll(lambda: invocation.invocation_id in reads)  # its first look: not final
+        poll(lambda: watcher.waits_for(invocation.invocation_id))  # it waits: the gate may open
         GATE.set()
         waiter.join(30)
         assert results == ["x" * size]
-        assert reads.count(invocation.invocation_id) == 1 + reads_after_final
+        first_look = 1 if registered == "before subscribing" else 0
+        assert reads.count(invocation.invocation_id) == first_look + reads_after_final
     finally:
         GATE.set()
         del state.get_record
         watcher.LINGER_SECONDS = FinalWatcher.LINGER_SECONDS
+
+
+@contextmanager
+def waits_ending_by_timeout(watcher: FinalWatcher) -> Iterator[list[bool]]:
+    """Record, for each block of a result wait, whether it ended by its timeout (True) rather
+    than by a final event: a wait that missed an event still ends, after its one-second slice,
+    by re-reading, so only this tells a missed event from a seen one."""
+    ended_by_timeout: list[bool] = []
+    real_wait = watcher.wait
+
+    def recording_wait(event: threading.Event, timeout: float) -> None:
+        real_wait(event, timeout)
+        ended_by_timeout.append(not event.is_set())
+
+    watcher.wait = recording_wait  # type: ignore[method-assign]
+    try:
+        yield ended_by_timeout
+    finally:
+        del watcher.wait
+
+
+def test_a_result_published_before_the_wait_is_not_missed(rapp: Pynenc) -> None:
+    # Registered under the subscription, finished before anyone waits: the subscriber saw the
+    # final event, so the wait must not take the invocation for one still pending.
+    orchestrator = orchestrator_of(rapp)
+    watcher = orchestrator.conn.watcher(orchestrator.keys.final_channel)
+    watcher.LINGER_SECONDS = 60.0
+    try:
+        watcher.unwatch([], watcher.watch([]))
+        assert watcher.subscribed.wait(15)
+        invocation = square(5)
+        [claimed] = orchestrator.claim("runner-a", 1, 30)
+        seen = watcher.watch([invocation.invocation_id])  # tells when the subscriber had the event
+        assert orchestrator.finish("runner-a", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(25)))
+        assert seen.wait(10)
+        watcher.unwatch([invocation.invocation_id], seen)
+        with waits_ending_by_timeout(watcher) as ended_by_timeout:
+            assert invocation.get_result(timeout=10) == 25
+        assert not any(ended_by_timeout)
+    finally:
+        watcher.LINGER_SECONDS = FinalWatcher.LINGER_SECONDS
+
+
+def test_a_final_event_lost_while_the_subscriber_was_away_is_read(rapp: Pynenc, redis_server: RedisServer) -> None:
+    # Registered under one subscription; the subscriber is cut off and cannot subscribe again
+    # (SUBSCRIBE denied) while the invocation finishes, so its final event is lost. Under the
+    # new subscription nothing is known of it: the wait reads its status and returns.
+    orchestrator = orchestrator_of(rapp)
+    watcher = orchestrator.conn.watcher(orchestrator.keys.final_channel)
+    watcher.LINGER_SECONDS = 60.0
+    admin = redis_server.client(decode_responses=True)
+    try:
+        watcher.unwatch([], watcher.watch([]))
+        assert watcher.subscribed.wait(15)
+        invocation = square(6)
+        admin.execute_command("ACL", "SETUSER", "default", "-subscribe")
+        admin.client_kill_filter(_type="pubsub")
+        poll(lambda: not watcher.subscribed.is_set())
+        [claimed] = orchestrator.claim("runner-a", 1, 30)
+        assert orchestrator.finish("runner-a", claimed.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(36)))
+        admin.execute_command("ACL", "SETUSER", "default", "+subscribe")
+        assert watcher.subscribed.wait(15)
+        with waits_ending_by_timeout(watcher) as ended_by_timeout:
+            assert invocation.get_result(timeout=10) == 36
+        assert not any(ended_by_timeout)
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "+subscribe")
+        admin.close()
+        watcher.LINGER_SECONDS = FinalWatcher.LINGER_SECONDS
+
+
+def test_an_idle_runners_wait_ends_when_its_connection_is_killed(rapp: Pynenc, redis_server: RedisServer) -> None:
+    # BLPOP and the claim share one connection: killed during the wait, the claim is run
+    # again on a fresh connection and the call returns (the runner's loop goes on).
+    orchestrator = orchestrator_of(rapp)
+    orchestrator.queue_depth()
+    admin = redis_server.client(decode_responses=True)
+    found: list[list[Any]] = []
+    waiter = threading.Thread(target=lambda: found.append(orchestrator.claim_when_woken("r1", 1, 30, 30.0)))
+    try:
+        waiter.start()
+        poll(lambda: any(c.get("cmd") == "blpop" for c in admin.client_list()))
+        blocked = [c["id"] for c in admin.client_list() if c.get("cmd") == "blpop"]
+        admin.client_kill_filter(_id=blocked[0])
+        waiter.join(15)
+        assert not waiter.is_alive(), "the wait outlived its connection"
+        assert found == [[]]  # the claim, run again, found nothing queued
+        call = spec()
+        orchestrator.register([call])
+        assert [c.invocation_id for c in orchestrator.claim_when_woken("r1", 1, 30, 10.0)] == [call.invocation_id]
+    finally:
+        admin.close()
 
 
 @pytest.mark.parametrize("size, reads_per_finish", [(10, 0), (2000, 1)], ids=["small", "large"])
