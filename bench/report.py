@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from bench import targets
 
 JSON_NAME = "results.json"
 TABLE_NAME = "table.md"
@@ -154,6 +156,10 @@ def build(
 ) -> dict[str, Any]:
     """The JSON document of a run (see docs/benchmarks.md for its shape)."""
     derived = floor.get("derived") if floor else None
+    found = targets.verdicts(systems, sizes) if "pynenc" in systems else []
+    text = table(systems, derived)
+    if found:
+        text += "\nTargets (pynenc against the best peer of this run):\n\n" + targets.markdown(found)
     return {
         "schema": SCHEMA_VERSION,
         "meta": meta,
@@ -162,7 +168,8 @@ def build(
         "floor": floor,
         "systems": systems,
         "ratios": ratios(systems),
-        "table": table(systems, derived),
+        "targets": [asdict(verdict) for verdict in found],
+        "table": text,
     }
 
 

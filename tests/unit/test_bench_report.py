@@ -113,7 +113,7 @@ def test_written_report_has_json_of_the_documented_shape_a_table_and_a_png(tmp_p
     paths = report.write(document, tmp_path / "out")
 
     loaded = json.loads(paths["json"].read_text())
-    assert set(loaded) == {"schema", "meta", "sizes", "metrics", "floor", "systems", "ratios", "table"}
+    assert set(loaded) == {"schema", "meta", "sizes", "metrics", "floor", "systems", "ratios", "targets", "table"}
     assert loaded["schema"] == report.SCHEMA_VERSION
     assert loaded["sizes"]["repeats"] == 3
     assert set(loaded["metrics"]) == {m.key for m in report.METRICS}
@@ -213,3 +213,33 @@ def test_a_system_that_could_not_be_set_up_shows_error_in_every_row() -> None:
     assert all(row.split(" | ")[-1] == "error |" for row in rows)
     assert report.ratios(systems)["rq"] == {m.key: None for m in report.METRICS}
     assert "- rq, end-to-end throughput: error: setup failed: could not install rq" in lines
+
+
+def test_targets_are_judged_against_the_best_peer_of_the_run() -> None:
+    from bench import targets
+
+    systems = sample_systems()
+    systems["pynenc"]["metrics"]["pss_per_worker_mb"] = summary(20, 20, 20)
+    systems["huey"]["metrics"]["pss_per_worker_mb"] = summary(18, 18, 18)
+    found = {
+        v.target.split(" ")[0] + " " + v.target.split(" ")[1]: v
+        for v in targets.verdicts(systems, {"fanout_children": 5})
+    }
+    throughput = found["throughput with"]
+    assert throughput.met is False  # 3000 / 1500 (huey, the fastest peer) = 2x, not 3x
+    assert "2.00x huey" in throughput.measured
+    assert found["round trip"].met is True  # 1.0 / 2.0 (huey, the best peer) = 0.5x
+    assert found["fan-out/fan-in completes"].met is True  # 500 * 6 = 3000 >= 3000 / 2
+    assert found["idle pool"].met is True
+    assert found["worker PSS"].met is False  # 20 MiB against huey's 18
+    assert found["single enqueue"].met is None and found["single enqueue"].measured == "–"  # nobody measured it
+    text = targets.markdown(list(found.values()))
+    assert "| round trip p50 at most half the best peer's | 1.00 ms = 0.50x huey (2.00 ms) | yes |" in text
+    assert "| single enqueue at least the fastest peer's | – | – |" in text
+
+
+def test_the_report_of_a_run_with_pynenc_carries_the_targets() -> None:
+    document = report.build({}, {"fanout_children": 5}, sample_systems(), None)
+    assert [t["met"] for t in document["targets"]][:2] == [False, True]
+    assert "Targets (pynenc against the best peer of this run)" in document["table"]
+    assert report.build({}, {}, {"huey": sample_systems()["huey"]}, None)["targets"] == []
