@@ -26,6 +26,10 @@ class FinalEvent(threading.Event):
         #: set only once this many ids are published and not taken (a wait for a whole group
         #: has nothing to do before every id it still misses was published)
         self.need = 1
+        #: times wake_all set this event (a wake-up that asks for a new look, with no id)
+        self.woken_all = 0
+        #: set by a watcher that wakes this waiter to take over reading (no id published)
+        self.promoted = False
 
 
 class FinalWaiters:
@@ -101,6 +105,7 @@ class FinalWaiters:
         with self.lock:
             for events in self._wanted.values():
                 for event in events:
+                    event.woken_all += 1
                     event.set()
 
     def waits_for(self, invocation_id: str) -> bool:

@@ -556,6 +556,32 @@ def test_a_final_event_lost_while_the_subscriber_was_away_is_read(rapp: Pynenc, 
         watcher.LINGER_SECONDS = FinalWatcher.LINGER_SECONDS
 
 
+def test_concurrent_waiters_each_get_their_result_whoever_reads(rapp: Pynenc) -> None:
+    # One waiter at a time reads the subscription for everyone; when it leaves with its own
+    # result, the others must still get theirs from the events, not from a timed-out re-read.
+    orchestrator = orchestrator_of(rapp)
+    watcher = orchestrator.conn.watcher(orchestrator.keys.final_channel)
+    invocations = [square(i) for i in range(8)]
+    claimed = {c.invocation_id: c for c in orchestrator.claim("runner-a", 8, 60)}
+    assert set(claimed) == {inv.invocation_id for inv in invocations}
+    results: dict[int, int] = {}
+    with waits_ending_by_timeout(watcher) as ended_by_timeout:
+        waiters = [
+            threading.Thread(target=lambda i=i, inv=inv: results.__setitem__(i, inv.get_result(timeout=20)))
+            for i, inv in enumerate(invocations)
+        ]
+        for waiter in waiters:
+            waiter.start()
+        poll(lambda: all(watcher.waits_for(inv.invocation_id) for inv in invocations))
+        for i in [3, 0, 7, 1, 6, 2, 5, 4]:  # out of order: the first reader is not the first served
+            payload = Outcome(OutcomeKind.SUCCESS, encode_json(i * i))
+            assert orchestrator.finish("runner-a", invocations[i].invocation_id, payload)
+        for waiter in waiters:
+            waiter.join(20)
+    assert results == {i: i * i for i in range(8)}
+    assert not any(ended_by_timeout), "a waiter was left without a reader until its wait timed out"
+
+
 def test_an_idle_runners_wait_ends_when_its_connection_is_killed(rapp: Pynenc, redis_server: RedisServer) -> None:
     # BLPOP and the claim share one connection: killed during the wait, the claim is run
     # again on a fresh connection and the call returns (the runner's loop goes on).
