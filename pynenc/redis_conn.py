@@ -224,6 +224,12 @@ class Connection:
         self._reader = None
         if sock is not None and self.pid == forks.pid:
             try:
+                # shutdown first: a thread blocked in select() on this socket (a result waiter
+                # reading the final channel) wakes at once; close() alone may leave it blocked.
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 sock.close()
             except OSError:
                 pass

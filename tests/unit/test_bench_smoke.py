@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,3 +94,81 @@ def test_quick_run_with_a_peer_reports_ratios(tmp_path: Path) -> None:
     check_system(document, "huey")
     assert document["ratios"]["huey"]["throughput_per_s"] > 0
     assert any(line.startswith("huey==") for line in document["systems"]["huey"]["versions"])
+
+
+def _lines_until(proc: subprocess.Popen[str], wanted: str, deadline: float) -> list[str]:
+    """The run's output lines up to the first containing ``wanted`` (fail at the deadline)."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if wanted in line:
+            return seen
+    raise AssertionError(f"{wanted!r} never printed:\n{''.join(seen)[-3000:]}")
+
+
+def test_sigterm_ends_a_run_with_its_workers_and_redis_server_stopped(tmp_path: Path) -> None:
+    # A run stopped by SIGTERM (a CI timeout, systemd, kill) must not leave a worker pool or
+    # its private redis-server behind.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--quick", "--count", "8", "--peers", "pynenc", "--no-floor",
+         "--out", str(tmp_path / "results")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    workers: list[psutil.Process] = []
+    servers: list[psutil.Process] = []
+    try:
+        lines = _lines_until(proc, "workers started and warm", time.monotonic() + RUN_DEADLINE)
+        [url] = [line.split(" on ")[1].split(";")[0] for line in lines if "redis-server" in line and " on " in line]
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        workers = [p for p in psutil.process_iter() if _environ(p).get("BENCH_REDIS_URL") == url]
+        servers = [p for p in psutil.process_iter() if "redis-server" in _name(p) and _port_of(p) == port]
+        assert workers and servers, "the run's workers and redis-server were not found"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(workers + servers, timeout=30)
+        assert not alive, f"left running after SIGTERM: {[(p.pid, _cmdline(p)) for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for leftover in workers + servers:  # what a failed run left behind
+            try:
+                leftover.kill()
+            except psutil.Error:
+                pass
+
+
+def _environ(process: psutil.Process) -> dict[str, str]:
+    try:
+        return process.environ()
+    except psutil.Error:
+        return {}
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.Error:
+        return ""
+
+
+def _port_of(process: psutil.Process) -> str | None:
+    # redis-server rewrites its title to "redis-server 127.0.0.1:<port>" (its argv is gone)
+    for word in " ".join(_cmdline(process)).split():
+        if ":" in word:
+            return word.rsplit(":", 1)[1]
+    return None
