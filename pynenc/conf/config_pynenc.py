@@ -10,10 +10,13 @@ from pynenc.conf.settings import (
     Setting,
     parse_bool,
     parse_choice,
-    parse_float,
-    parse_int,
     parse_log_level,
+    parse_non_negative_float,
+    parse_non_negative_int,
     parse_optional_str,
+    parse_port,
+    parse_positive_float,
+    parse_positive_int,
     parse_str,
     settings_of,
 )
@@ -124,52 +127,64 @@ class ConfigPynenc(ConfigBase):
         "raises RegistrationError. False: each call waits for the reply.",
     )
     max_pending_seconds = Setting(
-        parse_float,
+        parse_positive_float,
         5.0,
         "Lease of an invocation a runner claimed ahead (PENDING, not started): if the runner dies "
         "or hangs before starting it, it is requeued this soon, without counting a stall.",
     )
     lease_seconds = Setting(
-        parse_float, 30.0, "Lease of a claimed invocation; renewed by its runner, recovered when it expires."
+        parse_positive_float, 30.0, "Lease of a claimed invocation; renewed by its runner, recovered when it expires."
     )
-    max_stalls = Setting(parse_int, 3, "Times an invocation may lose its runner (death, hang) before it ends FAILED.")
-    recovery_interval = Setting(parse_float, 5.0, "Seconds between a runner's checks for expired leases.")
+    max_stalls = Setting(
+        parse_non_negative_int, 3, "Times an invocation may lose its runner (death, hang) before it ends FAILED."
+    )
+    recovery_interval = Setting(parse_positive_float, 5.0, "Seconds between a runner's checks for expired leases.")
     result_ttl = Setting(
-        parse_float, 7 * 24 * 3600.0, "Seconds results and histories of final invocations are kept (Redis, SQLite)."
+        parse_non_negative_float,
+        7 * 24 * 3600.0,
+        "Seconds results and histories of final invocations are kept (Redis, SQLite).",
     )
     result_wait_warning_seconds = Setting(
-        parse_float,
+        parse_non_negative_float,
         5.0,
         "On the memory backend, warn once when .result waited this long with no runner in the process.",
     )
     # --- runners ---
-    min_threads = Setting(parse_int, 1, "ThreadRunner: threads kept ready.", "runner")
+    min_threads = Setting(parse_non_negative_int, 1, "ThreadRunner: threads kept ready.", "runner")
     max_threads = Setting(
-        parse_int, 8, "ThreadRunner: invocations executing at once (paused ones do not count).", "runner"
+        parse_positive_int, 8, "ThreadRunner: invocations executing at once (paused ones do not count).", "runner"
     )
-    runner_claim_batch = Setting(parse_int, 1, "Invocations a runner claims per call when slots are free.", "runner")
+    runner_claim_batch = Setting(
+        parse_positive_int, 1, "Invocations a runner claims per call when slots are free.", "runner"
+    )
     # --- supervisor and process runners ---
     processes = Setting(
-        parse_int, 2, "Runner processes the supervisor keeps (at most this many RUNNING).", "supervisor"
+        parse_positive_int, 2, "Runner processes the supervisor keeps (at most this many RUNNING).", "supervisor"
     )
     max_paused = Setting(
-        parse_int, 8, "Extra runner processes forked while others are paused waiting on results.", "supervisor"
+        parse_non_negative_int,
+        8,
+        "Extra runner processes forked while others are paused waiting on results.",
+        "supervisor",
     )
     runner_timeout = Setting(
-        parse_float,
+        parse_positive_float,
         600.0,
         "Seconds a runner may go without a heartbeat before it is killed; runners do not heartbeat while a "
         "task executes, so this is also the longest one invocation may run without pausing.",
         "supervisor",
     )
     graceful_timeout = Setting(
-        parse_float, 30.0, "Warm shutdown: seconds running invocations get to finish.", "supervisor"
+        parse_non_negative_float, 30.0, "Warm shutdown: seconds running invocations get to finish.", "supervisor"
     )
     max_tasks_per_child = Setting(
-        parse_int, 0, "Recycle a runner after this many invocations (0: never).", "supervisor"
+        parse_non_negative_int, 0, "Recycle a runner after this many invocations (0: never).", "supervisor"
     )
     max_memory_per_child = Setting(
-        parse_int, 0, "Recycle a runner whose RSS exceeds this many MiB, between invocations (0: never).", "supervisor"
+        parse_non_negative_int,
+        0,
+        "Recycle a runner whose RSS exceeds this many MiB, between invocations (0: never).",
+        "supervisor",
     )
     # --- redis ---
     redis_url = Setting(
@@ -181,12 +196,12 @@ class ConfigPynenc(ConfigBase):
         "redis",
     )
     redis_host = Setting(parse_str, "localhost", "Redis host.", "redis")
-    redis_port = Setting(parse_int, 6379, "Redis port.", "redis")
-    redis_db = Setting(parse_int, 0, "Redis database number.", "redis")
+    redis_port = Setting(parse_port, 6379, "Redis port.", "redis")
+    redis_db = Setting(parse_non_negative_int, 0, "Redis database number.", "redis")
     redis_password = Setting(parse_optional_str, None, "Redis password.", "redis")
     redis_ssl = Setting(parse_bool, False, "Connect to Redis with TLS.", "redis")
     redis_retry_seconds = Setting(
-        parse_float,
+        parse_non_negative_float,
         30.0,
         "Seconds a Redis command keeps retrying (with backoff) while Redis is unreachable, then fails.",
         "redis",

@@ -11,7 +11,7 @@ import enum
 import importlib
 from typing import Any
 
-from pynenc.conf.settings import Setting, parse_bool, parse_int
+from pynenc.conf.settings import Setting, parse_bool, parse_non_negative_int, parse_positive_int
 from pynenc.exceptions import ConfigurationError, RetryError, UnknownTaskOptionError
 
 
@@ -91,8 +91,12 @@ class ConfigTask:
     retry_for: Setting[tuple[type[BaseException], ...]] = Setting(
         parse_exceptions, (RetryError,), "Exception types that re-queue the invocation.", "task"
     )
-    max_retries = Setting(parse_int, 0, "Retries before an exception in retry_for ends the invocation FAILED.", "task")
-    parallel_batch_size = Setting(parse_int, 100, "Invocations registered per backend call by parallelize.", "task")
+    max_retries = Setting(
+        parse_non_negative_int, 0, "Retries before an exception in retry_for ends the invocation FAILED.", "task"
+    )
+    parallel_batch_size = Setting(
+        parse_positive_int, 100, "Invocations registered per backend call by parallelize.", "task"
+    )
 
     def __init__(self, task_id: str, options: dict[str, Any], config_options: dict[str, Any] | None = None) -> None:
         from pynenc.conf import sources

@@ -43,6 +43,41 @@ def parse_float(value: Any) -> float:
     return float(value)
 
 
+def parse_positive_float(value: Any) -> float:
+    number = parse_float(value)
+    if not number > 0:  # NaN too
+        raise ValueError(f"expected a number above 0, got {value!r}")
+    return number
+
+
+def parse_non_negative_float(value: Any) -> float:
+    number = parse_float(value)
+    if not number >= 0:  # NaN too
+        raise ValueError(f"expected a number of 0 or more, got {value!r}")
+    return number
+
+
+def parse_positive_int(value: Any) -> int:
+    number = parse_int(value)
+    if number < 1:
+        raise ValueError(f"expected an integer of 1 or more, got {value!r}")
+    return number
+
+
+def parse_non_negative_int(value: Any) -> int:
+    number = parse_int(value)
+    if number < 0:
+        raise ValueError(f"expected an integer of 0 or more, got {value!r}")
+    return number
+
+
+def parse_port(value: Any) -> int:
+    number = parse_int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"expected a TCP port (1-65535), got {value!r}")
+    return number
+
+
 def parse_str(value: Any) -> str:
     if not isinstance(value, str | int | float):
         raise ValueError(f"expected a string, got {value!r}")

@@ -9,6 +9,7 @@ import pytest
 from pynenc import ConcurrencyControlType, Pynenc, PynencBuilder
 from pynenc.broker.mem_broker import MemBroker
 from pynenc.conf.config_task import ConcurrencyControlType as FromConfigTask
+from pynenc.conf.config_task import ConfigTask
 from pynenc.exceptions import ConfigurationError, InvalidComponentError, UnknownTaskOptionError
 
 
@@ -78,6 +79,34 @@ def test_bad_value_names_the_setting_and_source(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PYNENC__MAX_STALLS", "many")
     with pytest.raises(ConfigurationError, match=r"'max_stalls' from env PYNENC__MAX_STALLS"):
         Pynenc()
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("lease_seconds", "0", "above 0"),  # every claim would expire at once and be recovered
+        ("recovery_interval", "-1", "above 0"),
+        ("runner_timeout", "nan", "above 0"),
+        ("processes", "0", "1 or more"),
+        ("max_threads", "0", "1 or more"),
+        ("max_stalls", "-1", "0 or more"),
+        ("result_ttl", "-5", "0 or more"),
+        ("redis_port", "70000", "TCP port"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(f"PYNENC__{name.upper()}", value)
+    with pytest.raises(ConfigurationError, match=rf"'{name}' from env PYNENC__{name.upper()}: expected .*{expected}"):
+        Pynenc()
+
+
+def test_zero_is_accepted_where_it_means_something_and_refused_per_task_where_not() -> None:
+    app = Pynenc(config_values={"max_paused": 0, "result_ttl": 0, "max_tasks_per_child": 0})
+    assert (app.conf.max_paused, app.conf.result_ttl, app.conf.max_tasks_per_child) == (0, 0.0, 0)
+    with pytest.raises(ConfigurationError, match="'parallel_batch_size'.*1 or more"):
+        ConfigTask("tests.unit.unit_app.add", {"parallel_batch_size": 0}, None)
 
 
 def test_bad_component_name_lists_the_valid_ones() -> None:
