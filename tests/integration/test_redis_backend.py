@@ -475,11 +475,14 @@ def test_what_a_result_wait_reads(
         results: list[str] = []
         waiter = threading.Thread(target=lambda: results.append(invocation.get_result(timeout=30)))
         waiter.start()
-        poll(lambda: watcher.waits_for(invocation.invocation_id))  # it waits: the gate may open
+        first_look = 1 if registered == "before subscribing" else 0
+        # It waits (and has made its first look, if any): the gate may open.
+        poll(
+            lambda: watcher.waits_for(invocation.invocation_id) and reads.count(invocation.invocation_id) == first_look
+        )
         GATE.set()
         waiter.join(30)
         assert results == ["x" * size]
-        first_look = 1 if registered == "before subscribing" else 0
         assert reads.count(invocation.invocation_id) == first_look + reads_after_final
     finally:
         GATE.set()
