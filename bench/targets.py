@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-BASE = "pynenc"
+from bench.metrics import BASE, METRIC_BY_KEY, best_peer, fmt_number, median_of
 
 
 @dataclass(frozen=True)
@@ -32,80 +32,62 @@ class Verdict:
     met: bool | None  # None: not judged (a number is missing)
 
 
-def _median(system: dict[str, Any] | None, key: str) -> float | None:
-    summary = (system or {}).get("metrics", {}).get(key)
-    return None if summary is None else float(summary["median"])
-
-
-def _best_peer(systems: dict[str, dict[str, Any]], key: str, higher_is_better: bool) -> tuple[str, float] | None:
-    found = [(name, v) for name, s in systems.items() if name != BASE and (v := _median(s, key)) is not None]
-    if not found:
-        return None
-    pick = max if higher_is_better else min
-    return pick(found, key=lambda item: item[1])
-
-
-def _fmt(value: float) -> str:
-    from bench.report import fmt_number  # report imports this module: import at call time
-
-    return fmt_number(value)
-
-
 def _against_peer(
     systems: dict[str, dict[str, Any]],
     target: str,
     key: str,
-    higher_is_better: bool,
-    unit: str,
     holds: Callable[[float], bool],
     peer_key: str | None = None,
 ) -> Verdict:
     """pynenc's ``key`` over the best peer's ``peer_key`` (default the same metric)."""
-    ours = _median(systems.get(BASE), key)
-    best = _best_peer(systems, peer_key or key, higher_is_better)
+    ours = median_of(systems.get(BASE, {}), key)
+    best = best_peer(systems, METRIC_BY_KEY[peer_key or key])
     if ours is None or best is None or best[1] == 0:
         return Verdict(target, "–", None)
     ratio = ours / best[1]
-    measured = f"{_fmt(ours)} {unit} = {ratio:.2f}x {best[0]} ({_fmt(best[1])} {unit})"
+    unit = METRIC_BY_KEY[key].unit
+    measured = f"{fmt_number(ours)} {unit} = {ratio:.2f}x {best[0]} ({fmt_number(best[1])} {unit})"
     return Verdict(target, measured, holds(ratio))
 
 
 def verdicts(systems: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> list[Verdict]:
-    pynenc = systems.get(BASE)
+    pynenc = systems.get(BASE, {})
     out = [
         _against_peer(
             systems, "throughput with 2 processes at least 3x the fastest peer's",
-            "throughput_per_s", True, "tasks/s", lambda r: r >= 3.0,
+            "throughput_per_s", lambda r: r >= 3.0,
         ),
         _against_peer(
             systems, "round trip p50 at most half the best peer's",
-            "latency_p50_ms", False, "ms", lambda r: r <= 0.5,
+            "latency_p50_ms", lambda r: r <= 0.5,
         ),
         _against_peer(
             systems, "batched enqueue at least 5x the fastest peer's single enqueue",
-            "enqueue_batch_per_s", True, "tasks/s", lambda r: r >= 5.0, peer_key="enqueue_single_per_s",
+            "enqueue_batch_per_s", lambda r: r >= 5.0, peer_key="enqueue_single_per_s",
         ),
         _against_peer(
             systems, "single enqueue at least the fastest peer's",
-            "enqueue_single_per_s", True, "tasks/s", lambda r: r >= 1.0,
+            "enqueue_single_per_s", lambda r: r >= 1.0,
         ),
     ]  # fmt: skip
-    fanout, plain = _median(pynenc, "fanout_parents_per_s"), _median(pynenc, "throughput_per_s")
+    fanout, plain = median_of(pynenc, "fanout_parents_per_s"), median_of(pynenc, "throughput_per_s")
     target = "fan-out/fan-in completes at no less than half the plain throughput"
     children = sizes.get("fanout_children")
     if fanout is None or plain is None or not isinstance(children, int):
         out.append(Verdict(target, "–", None))
     else:
         invocations = fanout * (1 + children)
-        measured = f"{_fmt(fanout)} parents/s = {_fmt(invocations)} invocations/s vs half of {_fmt(plain)}"
+        measured = (
+            f"{fmt_number(fanout)} parents/s = {fmt_number(invocations)} invocations/s vs half of {fmt_number(plain)}"
+        )
         out.append(Verdict(target, measured, invocations >= plain / 2))
-    idle = _median(pynenc, "idle_cpu_percent")
+    idle = median_of(pynenc, "idle_cpu_percent")
     target = "idle pool under 1 % of a core"
-    out.append(Verdict(target, "–", None) if idle is None else Verdict(target, f"{_fmt(idle)} %", idle < 1.0))
+    out.append(Verdict(target, "–", None) if idle is None else Verdict(target, f"{fmt_number(idle)} %", idle < 1.0))
     out.append(
         _against_peer(
             systems, "worker PSS no more than the leanest peer's",
-            "pss_per_worker_mb", False, "MiB", lambda r: r <= 1.0,
+            "pss_per_worker_mb", lambda r: r <= 1.0,
         )
     )  # fmt: skip
     return out

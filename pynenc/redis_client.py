@@ -327,27 +327,42 @@ class RedisConnection:
         self.client  # noqa: B018 (builds the client, and its script connections, in a new process)
         return self._script_connections
 
-    def send(self, name: str, keys: Sequence[str | bytes], args: list[Any]) -> Callable[[], Any]:
+    def send(
+        self, name: str, keys: Sequence[str | bytes], args: list[Any], after: Sequence[Any] | None = None
+    ) -> Callable[[], Any]:
         """Send a script call now and return the function that reads its reply (call it once).
 
         The connection is held until the reply is read. When sending fails, or the reply is
         NOSCRIPT or lost with its connection, the call is made again with :meth:`run` (so its
         retries apply): scripts called this way must be safe to repeat after a lost reply, as
         every transition is (a repeat finds the work done).
+
+        ``after``: a blocking command (e.g. ``BLPOP``) sent first, in the same write. Redis reads
+        a blocked client's next command only once the blocking one has returned, so the script
+        runs the moment the wait ends, and the caller wakes once, with the script's reply in
+        hand, instead of waking, sending the script and waiting again. The blocking command's
+        reply only says when: it is dropped.
         """
         connections = self._connections()
-        if connections is None:  # a cluster client: run it now
+        if connections is None:  # a cluster client: routed by slot, one command at a time
+            if after is not None:
+                self.call(lambda client: client.execute_command(*after))
             result = self.run(name, keys, args)
             return lambda: result
         self.settle()
+        packed = packed_script_call(self._prefix(name, keys), len(keys), args)
+        if after is not None:
+            packed = packed_command(after) + packed
         try:
-            connection = connections.send(packed_script_call(self._prefix(name, keys), len(keys), args))
+            connection = connections.send(packed)
         except errors.CONNECTION_ERRORS:
             result = self.run(name, keys, args)
             return lambda: result
 
         def reply() -> Any:
             try:
+                if after is not None:
+                    _drop_reply(connections, connection)
                 return connections.read(connection)
             except errors.CONNECTION_ERRORS + errors.NOSCRIPT_ERRORS:
                 return self.run(name, keys, args)  # lost, or the script cache was flushed: run again
@@ -355,43 +370,6 @@ class RedisConnection:
                 raise errors.translate(exc) from None
 
         return reply
-
-    def run_after(self, blocking: Sequence[Any], name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
-        """Send a blocking command (e.g. ``BLPOP``) and a script call in one write; return the
-        script's reply.
-
-        Redis reads a blocked client's next command only once the blocking one has returned,
-        so the script runs the moment the wait ends, and the caller wakes once, with the
-        script's reply in hand, instead of waking, sending the script and waiting again. The
-        blocking command's reply is dropped: it only says when. Scripts called this way must
-        be safe to repeat after a lost reply (see :meth:`send`).
-        """
-        connections = self._connections()
-        if connections is None:  # a cluster client: routed by slot, one command at a time
-            self.call(lambda client: client.execute_command(*blocking))
-            return self.run(name, keys, args)
-        self.settle()
-        packed = packed_command(blocking) + packed_script_call(self._prefix(name, keys), len(keys), args)
-        try:
-            connection = connections.send(packed)
-        except errors.CONNECTION_ERRORS:
-            return self.run(name, keys, args)
-        try:
-            connection.read_response()
-        except errors.REPLY_ERRORS:
-            pass  # the wait failed, not the script: its reply follows on the same connection
-        except BaseException as exc:
-            connection.disconnect()
-            connections.give(connection)
-            if isinstance(exc, errors.CONNECTION_ERRORS):
-                return self.run(name, keys, args)
-            raise
-        try:
-            return connections.read(connection)
-        except errors.CONNECTION_ERRORS + errors.NOSCRIPT_ERRORS:
-            return self.run(name, keys, args)
-        except errors.REPLY_ERRORS as exc:
-            raise errors.translate(exc) from None
 
     def run(self, name: str, keys: Sequence[str | bytes], args: list[Any]) -> Any:
         """Run a script by name (FCALL or EVALSHA), loading it again when the server lost it."""
@@ -526,3 +504,16 @@ def connection_for(app: Any) -> RedisConnection:
             connection = RedisConnection(url, retry, functions)
             _by_app[app] = connection
         return connection
+
+
+def _drop_reply(connections: Client, connection: Any) -> None:
+    """Read and drop the next reply on ``connection``, which stays held for the one behind it
+    (an error reply is dropped too: it concerns that command only)."""
+    try:
+        connection.read_response()
+    except errors.REPLY_ERRORS:
+        pass
+    except BaseException:
+        connection.disconnect()
+        connections.give(connection)
+        raise

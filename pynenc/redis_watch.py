@@ -60,9 +60,9 @@ class FinalWatcher(FinalWaiters):
         #: one more for every confirmed subscription: what was learned under an earlier one
         #: (a fresh entry's epoch) says nothing about what the current one missed
         self._epoch = 0
-        #: id -> (epoch, final): invocations this process registered while subscribed, and
-        #: whether their final event has come since (see note_fresh)
-        self._fresh: dict[str, tuple[int, bool]] = {}
+        #: id -> epoch: invocations this process registered while subscribed whose final event
+        #: has not come since (see note_fresh; an id leaves when its event comes)
+        self._fresh: dict[str, int] = {}
         #: held by whoever reads the subscription now (a waiter, or the thread)
         self._read_lock = threading.Lock()
         #: the subscription being read, once it is confirmed (None: none, or lost)
@@ -83,16 +83,16 @@ class FinalWatcher(FinalWaiters):
         """``ids`` are about to be registered by this process, each new (no registration key).
 
         Called before the registration is sent. While the subscription that is up now stays
-        up, every final event of these ids reaches this thread, which marks them; so a wait
-        on one of them that finds it unmarked knows, without reading Redis, that it is not
-        final yet (:meth:`known_pending`): the first read of a wait is saved.
+        up, every final event of these ids is read here (by a waiter or the thread), which
+        drops the id; so a wait on one still listed knows, without reading Redis, that it is
+        not final yet (:meth:`known_pending`): the first read of a wait is saved.
         """
         with self.lock:
             if not self.subscribed.is_set():
                 return
             fresh, epoch = self._fresh, self._epoch
             for invocation_id in ids:
-                fresh[invocation_id] = (epoch, False)
+                fresh[invocation_id] = epoch
             while len(fresh) > self.FRESH_CAP:
                 del fresh[next(iter(fresh))]
 
@@ -103,13 +103,12 @@ class FinalWatcher(FinalWaiters):
             if not self.subscribed.is_set():
                 return False
             epoch = self._epoch
-            return all(self._fresh.get(invocation_id) == (epoch, False) for invocation_id in ids)
+            return all(self._fresh.get(invocation_id) == epoch for invocation_id in ids)
 
     def publish_locked(self, ids: Iterable[str]) -> None:
         ids = list(ids)
         for invocation_id in ids:
-            if invocation_id in self._fresh:
-                self._fresh[invocation_id] = (self._epoch, True)
+            self._fresh.pop(invocation_id, None)
         super().publish_locked(ids)
 
     def unwatch(self, ids: Iterable[str], event: FinalEvent) -> set[str]:

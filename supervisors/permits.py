@@ -185,11 +185,7 @@ class SlotWriter:
         with self.lock, self._pool_lock():
             # The state fields alone (no snapshot of whole records): this runs on every permit
             # hand-over, and only _try_take, under the pool lock, moves a slot into RUNNING.
-            states = self.table.states()
-            states[self.index] = SlotState.EMPTY
-            if states.count(SlotState.RUNNING) >= self.table.limit():
-                return False
-            if not resuming and SlotState.RESUMING in states:
+            if not self._room(resuming):
                 return False
             # Only state and heartbeat change: a resuming slot keeps its invocation fields.
             self.table.set_state(self.index, SlotState.RUNNING, time.time())
@@ -199,9 +195,16 @@ class SlotWriter:
         """Whether a new claim could take a permit now (fewer RUNNING slots than the limit and
         none RESUMING): an advisory glance without the pool lock, for a runner deciding to
         claim before it takes the permit (:meth:`try_acquire` decides)."""
+        return self._room(resuming=False)
+
+    def _room(self, resuming: bool) -> bool:
+        """Fewer RUNNING slots than the limit besides this one, and, for a new claim, none
+        RESUMING (resumers go first). Decides under the pool lock; advises without it."""
         states = self.table.states()
         states[self.index] = SlotState.EMPTY
-        return states.count(SlotState.RUNNING) < self.table.limit() and SlotState.RESUMING not in states
+        if states.count(SlotState.RUNNING) >= self.table.limit():
+            return False
+        return resuming or SlotState.RESUMING not in states
 
     def try_acquire(self) -> bool:
         """:meth:`acquire` without waiting: True when this slot is RUNNING now."""

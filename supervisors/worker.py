@@ -315,7 +315,6 @@ class PoolRunner(NestedRunner):
                     # The last claim found the queue empty, and any enqueue since left a wake
                     # marker: block on it, claiming as soon as it comes. The permit is taken
                     # after the claim, so an idle runner holds none while it waits.
-                    self._found_empty = False
                     claimed = self._claim_when_woken()
                     if not claimed:
                         continue

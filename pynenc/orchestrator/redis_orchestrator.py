@@ -432,17 +432,13 @@ class RedisOrchestrator(BaseOrchestrator):
         deadline = time.monotonic() + timeout
         watcher = self.conn.watcher(channel or self.keys.final_channel)
         event = watcher.watch(ids)
-        # Registered here under the subscription still up, and not published since: not final
-        # yet, so the first look has nothing to read; any final event from now on sets event.
-        skip_look = watcher.known_pending(ids)
         try:
+            if watcher.known_pending(ids):
+                # Registered here under the subscription still up, and not published since: not
+                # final yet, so a first look would find nothing; wait for an event before it.
+                watcher.wait(event, timeout)
             while True:
                 published = watcher.take_published(event)
-                if skip_look and not published:
-                    skip_look = False
-                    watcher.wait(event, deadline - time.monotonic())
-                    continue
-                skip_look = False
                 done, found = look(event, published)
                 remaining = deadline - time.monotonic()
                 if done or remaining <= 0:
@@ -452,8 +448,7 @@ class RedisOrchestrator(BaseOrchestrator):
             watcher.unwatch(ids, event)
 
     def wait_for_work(self, timeout: float) -> None:
-        # BLPOP takes whole or fractional seconds; 0 would block forever.
-        seconds = max(round(timeout, 3), 0.001)
+        seconds = _blpop_seconds(timeout)
         self.conn.call(lambda client: client.blpop([self.keys.wake], timeout=seconds))
 
     def claim_when_woken(
@@ -461,8 +456,8 @@ class RedisOrchestrator(BaseOrchestrator):
     ) -> list[ClaimedInvocation]:
         # BLPOP and the claim in one write: the claim runs in Redis as soon as a wake marker
         # arrives (or the wait times out), and the runner wakes once, with what it claimed.
-        seconds = max(round(timeout, 3), 0.001)
-        flat = self.state.run_after(("BLPOP", self.keys.wake, seconds), "claim", runner_id, max_count, lease_seconds)
+        blpop = ("BLPOP", self.keys.wake, _blpop_seconds(timeout))
+        flat = self.state.send("claim", runner_id, max_count, lease_seconds, after=blpop)()
         return self._claimed(runner_id, flat, 0)
 
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
@@ -482,3 +477,8 @@ class RedisOrchestrator(BaseOrchestrator):
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _blpop_seconds(timeout: float) -> float:
+    """A BLPOP timeout: whole or fractional seconds, never 0 (which would block forever)."""
+    return max(round(timeout, 3), 0.001)

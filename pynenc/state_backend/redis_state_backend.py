@@ -105,13 +105,10 @@ class RedisStateBackend(BaseStateBackend):
         """Run a script with the KEYS its header names (so Python and Lua cannot disagree)."""
         return self.conn.run(script, self._keys_of(script), [0, self._channel, *args])
 
-    def run_after(self, blocking: Sequence[Any], script: str, *args: Any) -> Any:
-        """:meth:`run` sent behind a blocking command, in one write (RedisConnection.run_after)."""
-        return self.conn.run_after(blocking, script, self._keys_of(script), [0, self._channel, *args])
-
-    def send(self, script: str, *args: Any) -> Callable[[], Any]:
-        """:meth:`run`, with the reply read later by the function returned (RedisConnection.send)."""
-        return self.conn.send(script, self._keys_of(script), [0, self._channel, *args])
+    def send(self, script: str, *args: Any, after: Sequence[Any] | None = None) -> Callable[[], Any]:
+        """:meth:`run`, with the reply read later by the function returned (RedisConnection.send;
+        ``after``: a blocking command that the script waits behind)."""
+        return self.conn.send(script, self._keys_of(script), [0, self._channel, *args], after)
 
     def send_ahead(self, script: str, what: str, *args: Any) -> None:
         """:meth:`run`, with the reply read before this process's next command (RedisConnection.send_ahead)."""

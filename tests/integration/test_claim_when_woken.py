@@ -14,7 +14,7 @@ import time
 from pynenc import Pynenc
 from pynenc.models import ClaimedInvocation
 from pynenc.status import InvocationStatus as S
-from tests.integration.test_redis_backend import spec
+from tests.integration.test_redis_backend import history_of, spec
 
 
 def _wait_in_thread(app: Pynenc, timeout: float) -> tuple[threading.Thread, list[list[ClaimedInvocation]]]:
@@ -40,9 +40,7 @@ def test_what_is_registered_while_a_runner_waits_is_claimed_by_its_wait(app: Pyn
     assert claimed.invocation_id == call.invocation_id
     assert claimed.task_id == call.task_id and claimed.arguments == call.arguments
     assert orchestrator.get_status(call.invocation_id) is S.RUNNING
-    record = orchestrator.get_record(call.invocation_id)
-    assert record is not None
-    assert [(h.status, h.runner_id) for h in record.history] == [
+    assert history_of(orchestrator, call.invocation_id) == [
         (S.REGISTERED, None),
         (S.PENDING, "r1"),
         (S.RUNNING, "r1"),

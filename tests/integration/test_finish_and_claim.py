@@ -9,7 +9,7 @@ from __future__ import annotations
 from pynenc import Pynenc
 from pynenc.models import Outcome, OutcomeKind
 from pynenc.status import InvocationStatus as S
-from tests.integration.test_redis_backend import spec
+from tests.integration.test_redis_backend import history_of, spec
 
 OK = Outcome(OutcomeKind.SUCCESS, "jnull")
 
@@ -26,9 +26,7 @@ def test_finish_and_claim_finishes_then_claims_the_next(app: Pynenc) -> None:
     assert orchestrator.get_status(first.invocation_id) is S.SUCCESS
     assert orchestrator.get_status(second.invocation_id) is S.RUNNING
     assert orchestrator.get_status(third.invocation_id) is S.REGISTERED
-    record = orchestrator.get_record(second.invocation_id)
-    assert record is not None
-    assert [(h.status, h.runner_id) for h in record.history] == [
+    assert history_of(orchestrator, second.invocation_id) == [
         (S.REGISTERED, None),
         (S.PENDING, "r1"),
         (S.RUNNING, "r1"),

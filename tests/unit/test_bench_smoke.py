@@ -127,13 +127,15 @@ def test_sigterm_ends_a_run_with_its_workers_and_redis_server_stopped(tmp_path: 
         lines = _lines_until(proc, "workers started and warm", time.monotonic() + RUN_DEADLINE)
         [url] = [line.split(" on ")[1].split(";")[0] for line in lines if "redis-server" in line and " on " in line]
         port = url.rsplit(":", 1)[1].split("/")[0]
-        workers = [p for p in psutil.process_iter() if _environ(p).get("BENCH_REDIS_URL") == url]
-        servers = [p for p in psutil.process_iter() if "redis-server" in _name(p) and _port_of(p) == port]
+        # process_iter fills p.info, with None for what may not be read (another user's process)
+        running = list(psutil.process_iter(["name", "cmdline", "environ"]))
+        workers = [p for p in running if (p.info["environ"] or {}).get("BENCH_REDIS_URL") == url]
+        servers = [p for p in running if "redis-server" in (p.info["name"] or "") and _port_of(p) == port]
         assert workers and servers, "the run's workers and redis-server were not found"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
         _, alive = psutil.wait_procs(workers + servers, timeout=30)
-        assert not alive, f"left running after SIGTERM: {[(p.pid, _cmdline(p)) for p in alive]}"
+        assert not alive, f"left running after SIGTERM: {[(p.pid, p.info['cmdline']) for p in alive]}"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -145,30 +147,9 @@ def test_sigterm_ends_a_run_with_its_workers_and_redis_server_stopped(tmp_path: 
                 pass
 
 
-def _environ(process: psutil.Process) -> dict[str, str]:
-    try:
-        return process.environ()
-    except psutil.Error:
-        return {}
-
-
-def _cmdline(process: psutil.Process) -> list[str]:
-    try:
-        return process.cmdline()
-    except psutil.Error:
-        return []
-
-
-def _name(process: psutil.Process) -> str:
-    try:
-        return process.name()
-    except psutil.Error:
-        return ""
-
-
 def _port_of(process: psutil.Process) -> str | None:
     # redis-server rewrites its title to "redis-server 127.0.0.1:<port>" (its argv is gone)
-    for word in " ".join(_cmdline(process)).split():
+    for word in " ".join(process.info["cmdline"] or []).split():
         if ":" in word:
             return word.rsplit(":", 1)[1]
     return None
