@@ -110,7 +110,10 @@ def build(
     found = targets.verdicts(systems, sizes) if "pynenc" in systems else []
     text = table(systems, derived)
     if found:
-        text += "\nTargets (pynenc against the best peer of this run):\n\n" + targets.markdown(found)
+        caveat = ""
+        if meta.get("mode") == "quick":  # e.g. a 0.5 s idle window: one 10 ms CPU tick is 2 %
+            caveat = " (quick mode: sizes too small for a verdict; judge a full run)"
+        text += f"\nTargets (pynenc against the best peer of this run){caveat}:\n\n" + targets.markdown(found)
     return {
         "schema": SCHEMA_VERSION,
         "meta": meta,

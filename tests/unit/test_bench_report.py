@@ -243,3 +243,11 @@ def test_the_report_of_a_run_with_pynenc_carries_the_targets() -> None:
     assert [t["met"] for t in document["targets"]][:2] == [False, True]
     assert "Targets (pynenc against the best peer of this run)" in document["table"]
     assert report.build({}, {}, {"huey": sample_systems()["huey"]}, None)["targets"] == []
+
+
+def test_a_quick_run_says_its_targets_are_no_verdict() -> None:
+    # Quick sizes (a 0.5 s idle window, 10 round trips) cannot judge a target.
+    quick = report.build({"mode": "quick"}, {"fanout_children": 5}, sample_systems(), None)["table"]
+    assert "quick mode: sizes too small for a verdict" in quick
+    full = report.build({"mode": "full"}, {"fanout_children": 5}, sample_systems(), None)["table"]
+    assert "quick mode" not in full
