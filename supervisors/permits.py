@@ -191,24 +191,14 @@ class SlotWriter:
             self.table.set_state(self.index, SlotState.RUNNING, time.time())
             return True
 
-    def permit_free(self) -> bool:
-        """Whether a new claim could take a permit now (fewer RUNNING slots than the limit and
-        none RESUMING): an advisory glance without the pool lock, for a runner deciding to
-        claim before it takes the permit (:meth:`try_acquire` decides)."""
-        return self._room(resuming=False)
-
     def _room(self, resuming: bool) -> bool:
         """Fewer RUNNING slots than the limit besides this one, and, for a new claim, none
-        RESUMING (resumers go first). Decides under the pool lock; advises without it."""
+        RESUMING (resumers go first). Read under the pool lock."""
         states = self.table.states()
         states[self.index] = SlotState.EMPTY
         if states.count(SlotState.RUNNING) >= self.table.limit():
             return False
         return resuming or SlotState.RESUMING not in states
-
-    def try_acquire(self) -> bool:
-        """:meth:`acquire` without waiting: True when this slot is RUNNING now."""
-        return self._try_take(resuming=False)
 
     def acquire(self, resuming: bool = False, timeout: float | None = None) -> bool:
         """Mark this slot RUNNING once fewer than the limit are; False on timeout or stop.

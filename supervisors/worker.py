@@ -307,37 +307,29 @@ class PoolRunner(NestedRunner):
                 if following:
                     following = self._execute_one(following[0], switching=True)
                     continue
+                if self._found_empty:
+                    # The last finish claimed nothing: the queue was empty then, and any enqueue
+                    # since left a wake marker, so block at once instead of claiming again.
+                    self._found_empty = False
+                    self._wait_for_work()
+                    continue
                 reason = self._recycle_reason()
                 if reason is not None:
                     log.info("runner recycled", reason=reason, runner_id=self.runner_id)
                     break
-                if self._found_empty and self.writer.permit_free():
-                    # The last claim found the queue empty, and any enqueue since left a wake
-                    # marker: block on it, claiming as soon as it comes. The permit is taken
-                    # after the claim, so an idle runner holds none while it waits.
-                    claimed = self._claim_when_woken()
-                    if not claimed:
-                        continue
-                    if self.stopping.is_set() or not self.writer.try_acquire():
-                        # Stopping, or the last free permit went to another runner meanwhile
-                        # (rare: a pool with paused invocations): back to the queue's front.
-                        self.give_back([c.invocation_id for c in claimed], "invocation claimed without a permit")
-                        continue
-                else:
-                    self._found_empty = False
-                    if not self.writer.acquire(timeout=1.0):
-                        continue
-                    try:
-                        claimed = orchestrator.claim(self.runner_id, 1, app.conf.lease_seconds)
-                    except Exception as exc:
-                        self.writer.set_idle()
-                        log.warning("claim failed", error=repr(exc), runner_id=self.runner_id)
-                        self.stopping.wait(1.0)
-                        continue
-                    if not claimed:
-                        self.writer.set_idle()
-                        self._found_empty = True
-                        continue
+                if not self.writer.acquire(timeout=1.0):
+                    continue
+                try:
+                    claimed = orchestrator.claim(self.runner_id, 1, app.conf.lease_seconds)
+                except Exception as exc:
+                    self.writer.set_idle()
+                    log.warning("claim failed", error=repr(exc), runner_id=self.runner_id)
+                    self.stopping.wait(1.0)
+                    continue
+                if not claimed:
+                    self.writer.set_idle()
+                    self._wait_for_work()
+                    continue
                 self._own(claimed[0].invocation_id)
                 following = self._execute_one(claimed[0], switching=False)
         finally:
@@ -349,18 +341,14 @@ class PoolRunner(NestedRunner):
             self.stop_maintenance()
         return EXIT_OK
 
-    def _claim_when_woken(self) -> list[ClaimedInvocation]:
-        """Block until work may be queued (a second at most) and claim one invocation when it
-        comes; a backend error is logged and waited out, as a failed claim is: the loop goes on."""
+    def _wait_for_work(self) -> None:
+        """Block until work may be queued (a second at most); a backend error is logged and
+        waited out, as a failed claim is: the loop goes on."""
         try:
-            claimed = self.app.orchestrator.claim_when_woken(self.runner_id, 1, self.app.conf.lease_seconds, 1.0)
+            self.app.orchestrator.wait_for_work(1.0)
         except Exception as exc:
             self.app.logger.warning("waiting for work failed", error=repr(exc), runner_id=self.runner_id)
             self.stopping.wait(1.0)
-            self._found_empty = True
-            return []
-        self._found_empty = not claimed
-        return claimed
 
     def room_for_nested_run(self) -> bool:
         # Nested runs count toward max_tasks_per_child, and the waiting one will count too:
