@@ -12,7 +12,10 @@ killed mid-way can never leave the pool locked (a POSIX semaphore or a
 shared with the parent.
 
 Paused invocations that want to resume go first: their slot shows RESUMING and no new
-claim is granted while any slot does.  A waiting runner sleeps on its slot's doorbell (an
+claim is granted while any slot does. Where the backend claims for an idle runner the moment
+work arrives (``claims_when_woken``, Redis), idle runners hold a permit while they wait (their
+slot RUNNING with no invocation); a runner that wants a permit wakes them through the
+backend and they give theirs back unless they claimed work.  A waiting runner sleeps on its slot's doorbell (an
 eventfd, :class:`Doorbells`); whoever gives a permit up rings the waiters' doorbells, the
 RESUMING ones first, so a hand-over (on the path of every fan-in) takes microseconds. A
 poll with backoff (1 ms up to 5 ms) stays underneath, so a missed ring only costs a poll
@@ -34,6 +37,9 @@ from typing import Any
 from pynenc.supervisors.slot_table import Slot, SlotState, SlotTable
 
 _MIN_BACKOFF, _MAX_BACKOFF = 0.001, 0.005
+#: how often a runner kept waiting for a permit wakes the idle runners holding one again
+#: (one it woke may have claimed new work instead of giving its permit back)
+_NUDGE_SECONDS = 0.05
 
 
 LOCK_PREFIX = "pynenc-permits-"
@@ -200,22 +206,38 @@ class SlotWriter:
             return False
         return resuming or SlotState.RESUMING not in states
 
-    def acquire(self, resuming: bool = False, timeout: float | None = None) -> bool:
+    def acquire(
+        self,
+        resuming: bool = False,
+        timeout: float | None = None,
+        wake_holders: Callable[[int], None] | None = None,
+    ) -> bool:
         """Mark this slot RUNNING once fewer than the limit are; False on timeout or stop.
 
         ``resuming=True`` first marks the slot RESUMING so new claims wait behind it.
+        ``wake_holders(n)``: called while no permit is free and ``n`` idle runners hold one
+        (waiting for work in the backend, see :meth:`SlotTable.idle_holders`), at once and
+        every :data:`_NUDGE_SECONDS` after, so they give theirs back instead of at the end of
+        their wait.
         """
         if resuming:
             self.write(state=SlotState.RESUMING, heartbeat=time.time())
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = _MIN_BACKOFF
+        nudge_at = 0.0
         while True:
             if self._try_take(resuming):
                 return True
             if self.stopping.is_set():
                 return False
-            if deadline is not None and time.monotonic() >= deadline:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 return False
+            if wake_holders is not None and now >= nudge_at:
+                nudge_at = now + _NUDGE_SECONDS
+                holders = self.table.idle_holders()
+                if holders:
+                    wake_holders(holders)
             if self.doorbells is None:
                 self.stopping.wait(delay)
             else:

@@ -28,7 +28,11 @@ class Reporter:
     def status_text(self) -> str:
         """One line for systemd's STATUS= and the logs."""
         arbiter = self.arbiter
-        counts = collections.Counter(arbiter.table.read(w.slot).state for w in arbiter.workers.values())
+        slots = [arbiter.table.read(w.slot) for w in arbiter.workers.values()]
+        # A RUNNING slot without an invocation is an idle runner holding its permit while it waits.
+        counts = collections.Counter(
+            SlotState.IDLE if s.state is SlotState.RUNNING and not s.invocation_id else s.state for s in slots
+        )
         return (
             f"{counts[SlotState.RUNNING]} running, {counts[SlotState.PAUSED] + counts[SlotState.RESUMING]} paused, "
             f"{counts[SlotState.IDLE]} idle; {len(arbiter.workers)} runner processes (target {arbiter.processes})"

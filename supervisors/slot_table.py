@@ -428,5 +428,10 @@ class SlotTable:
         buf, _ = self._locate(0)
         return list(self._states.unpack_from(buf, _HEADER_SIZE + _PAYLOAD_OFFSET + _STATE_OFFSET))
 
+    def idle_holders(self) -> int:
+        """How many slots hold a run permit with no invocation: idle runners waiting for work
+        that they will claim in the backend the moment it arrives (advisory, as states())."""
+        return sum(1 for slot in self.read_all() if slot.state is SlotState.RUNNING and not slot.invocation_id)
+
     def count(self, state: SlotState) -> int:
         return sum(1 for slot in self.read_all() if slot.state is state)

@@ -300,6 +300,9 @@ class PoolRunner(NestedRunner):
         app, log = self.app, self.app.logger
         orchestrator = app.orchestrator
         self.start_maintenance()
+        # Where the backend claims the moment work arrives, an idle runner waits holding its
+        # permit, so the claim needs no round trip back to it (see pynenc.supervisors.permits).
+        hold_while_waiting = orchestrator.claims_when_woken
         # Claimed by the previous invocation's finish, with this slot's permit still held.
         following: list[ClaimedInvocation] = []
         try:
@@ -307,7 +310,7 @@ class PoolRunner(NestedRunner):
                 if following:
                     following = self._execute_one(following[0], switching=True)
                     continue
-                if self._found_empty:
+                if self._found_empty and not hold_while_waiting:
                     # The last finish claimed nothing: the queue was empty then, and any enqueue
                     # since left a wake marker, so block at once instead of claiming again.
                     self._found_empty = False
@@ -319,8 +322,16 @@ class PoolRunner(NestedRunner):
                     break
                 if not self.writer.acquire(timeout=1.0):
                     continue
+                found_empty, self._found_empty = self._found_empty, False
                 try:
-                    claimed = orchestrator.claim(self.runner_id, 1, app.conf.lease_seconds)
+                    claimed = [] if found_empty else orchestrator.claim(self.runner_id, 1, app.conf.lease_seconds)
+                    if not claimed and hold_while_waiting:
+                        # Woken by new work, a runner wanting this permit, or the end of a
+                        # heartbeat interval (the slot's heartbeat does not move while it waits).
+                        claimed = orchestrator.claim_when_woken(
+                            self.runner_id, 1, app.conf.lease_seconds, self.spec.heartbeat_interval
+                        )
+                        self._found_empty = not claimed
                 except Exception as exc:
                     self.writer.set_idle()
                     log.warning("claim failed", error=repr(exc), runner_id=self.runner_id)
@@ -328,7 +339,8 @@ class PoolRunner(NestedRunner):
                     continue
                 if not claimed:
                     self.writer.set_idle()
-                    self._wait_for_work()
+                    if not hold_while_waiting:
+                        self._wait_for_work()
                     continue
                 self._own(claimed[0].invocation_id)
                 following = self._execute_one(claimed[0], switching=False)
@@ -421,7 +433,13 @@ class PoolRunner(NestedRunner):
 
     def on_resume(self, execution: Execution) -> None:
         if not self.stopping.is_set():
-            self.writer.acquire(resuming=True)
+            self.writer.acquire(resuming=True, wake_holders=self._wake_idle_holders)
+
+    def _wake_idle_holders(self, count: int) -> None:
+        try:
+            self.app.orchestrator.wake_idle_runners(count)
+        except Exception as exc:  # they give their permits back at the end of their wait anyway
+            self.app.logger.warning("could not wake idle runners", error=repr(exc), runner_id=self.runner_id)
 
 
 class PoolThreadRunner(ThreadRunner):

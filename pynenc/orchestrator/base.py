@@ -270,13 +270,26 @@ class BaseOrchestrator(ABC):
     def wait_for_work(self, timeout: float) -> None:
         """Block until work may be claimable or ``timeout`` passes (spurious wake-ups allowed)."""
 
+    #: whether :meth:`claim_when_woken` claims in the backend the moment work arrives (Redis):
+    #: only then does an idle pool runner hold its run permit while it waits
+    claims_when_woken: bool = False
+
     def claim_when_woken(
         self, runner_id: str, max_count: int, lease_seconds: float, timeout: float
     ) -> list[ClaimedInvocation]:
         """:meth:`wait_for_work`, then :meth:`claim`: what an idle runner does. Backends that can
-        claim the moment work arrives, without a round trip back to the runner, override it."""
+        claim the moment work arrives, without a round trip back to the runner, override it
+        (and set :attr:`claims_when_woken`).
+
+        What it claims is RUNNING at once, so the caller must hold a run permit across the
+        wait; a runner that wants that permit back sooner calls :meth:`wake_idle_runners`."""
         self.wait_for_work(timeout)
         return self.claim(runner_id, max_count, lease_seconds)
+
+    def wake_idle_runners(self, count: int) -> None:
+        """End up to ``count`` waits of :meth:`claim_when_woken` now, as new work would: each
+        woken runner claims what is queued, or nothing (a spurious wake-up, allowed). A
+        no-op where :attr:`claims_when_woken` is False (nobody holds a permit while waiting)."""
 
     @abstractmethod
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:

@@ -451,6 +451,8 @@ class RedisOrchestrator(BaseOrchestrator):
         seconds = _blpop_seconds(timeout)
         self.conn.call(lambda client: client.blpop([self.keys.wake], timeout=seconds))
 
+    claims_when_woken = True
+
     def claim_when_woken(
         self, runner_id: str, max_count: int, lease_seconds: float, timeout: float
     ) -> list[ClaimedInvocation]:
@@ -459,6 +461,12 @@ class RedisOrchestrator(BaseOrchestrator):
         blpop = ("BLPOP", self.keys.wake, _blpop_seconds(timeout))
         flat = self.state.send("claim", runner_id, max_count, lease_seconds, after=blpop)()
         return self._claimed(runner_id, flat, 0)
+
+    def wake_idle_runners(self, count: int) -> None:
+        # The markers new work leaves (redis_prelude.lua wake_runners): BLPOP serves the
+        # longest waiting runner first; a marker nobody takes only wakes a later wait once.
+        if count > 0:
+            self.conn.call(lambda client: client.execute_command("LPUSH", self.keys.wake, *(["1"] * count)))
 
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
         wanted = set(statuses) if statuses is not None else None

@@ -618,6 +618,29 @@ def test_an_idle_runners_wait_ends_when_its_connection_is_killed(rapp: Pynenc, r
         admin.close()
 
 
+def test_a_runner_wanting_a_permit_ends_an_idle_wait(rapp: Pynenc, redis_server: RedisServer) -> None:
+    # A pool runner idle on Redis holds its run permit while it waits (the claim runs the
+    # moment work arrives); a paused invocation that wants that permit back wakes it: the
+    # wait ends at once with nothing claimed.
+    orchestrator = orchestrator_of(rapp)
+    assert orchestrator.claims_when_woken
+    orchestrator.queue_depth()
+    admin = redis_server.client(decode_responses=True)
+    found: list[list[Any]] = []
+    waiter = threading.Thread(target=lambda: found.append(orchestrator.claim_when_woken("r1", 1, 30, 30.0)))
+    try:
+        waiter.start()
+        poll(lambda: any(c.get("cmd") == "blpop" for c in admin.client_list()))
+        orchestrator.wake_idle_runners(1)
+        waiter.join(15)  # far below the wait's own 30 s
+        assert not waiter.is_alive(), "the idle wait did not end when woken"
+        assert found == [[]]
+        assert orchestrator.status_counts() == {}
+        assert admin.llen(orchestrator.keys.wake) == 0  # the marker was taken by that wait
+    finally:
+        admin.close()
+
+
 @pytest.mark.parametrize("size, reads_per_finish", [(10, 0), (2000, 1)], ids=["small", "large"])
 def test_waiting_for_a_whole_group_reads_statuses_only_for_events_without_a_result(
     rapp: Pynenc, size: int, reads_per_finish: int

@@ -82,6 +82,29 @@ def test_a_resuming_slot_goes_before_new_claims(pool: tuple[SlotTable, str]) -> 
     assert claimer.acquire(timeout=1)
 
 
+def test_a_resumer_wakes_idle_runners_holding_every_permit(pool: tuple[SlotTable, str]) -> None:
+    """Idle runners that wait for work holding their permit (RUNNING, no invocation) are asked
+    to give it back when a paused invocation wants to resume; busy ones are not counted."""
+    table, lock_path = pool
+    table.set_limit(2)
+    stopping = threading.Event()
+    idle, busy, resumer = (SlotWriter(table, i, lock_path, stopping) for i in range(3))
+    assert idle.acquire(timeout=1) and busy.acquire(timeout=1)
+    busy.set_running("inv-busy", "tasks.work")
+    resumer.set_running("inv-paused", "tasks.parent")
+    resumer.set_paused()
+    asked: list[int] = []
+
+    def wake_holders(count: int) -> None:
+        asked.append(count)
+        idle.set_idle()  # what a woken idle runner that claimed nothing does
+
+    assert resumer.acquire(resuming=True, timeout=5, wake_holders=wake_holders)
+    assert asked == [1]
+    assert table.read(2).invocation_id == "inv-paused"
+    assert [table.read(i).state for i in range(3)] == [SlotState.IDLE, SlotState.RUNNING, SlotState.RUNNING]
+
+
 def test_resume_keeps_the_invocation_fields(pool: tuple[SlotTable, str]) -> None:
     table, lock_path = pool
     writer = SlotWriter(table, 0, lock_path, threading.Event())
