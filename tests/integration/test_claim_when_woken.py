@@ -60,4 +60,3 @@ def test_work_queued_before_the_wait_is_claimed_at_once(app: Pynenc) -> None:
     claimed = app.orchestrator.claim_when_woken("r1", 2, 30, 20.0)
     assert [c.invocation_id for c in claimed] == [first.invocation_id, second.invocation_id]
     assert app.orchestrator.status_counts() == {S.RUNNING: 2}
-
