@@ -492,7 +492,7 @@ class Arbiter:
             self._surplus_since = now
         if now - self._surplus_since < SURPLUS_GRACE_SECONDS:
             return
-        idle = [w for w in sorted(active, key=lambda w: -w.spawned_at) if slots[w.pid].state is SlotState.IDLE]
+        idle = [w for w in sorted(active, key=lambda w: -w.spawned_at) if slots[w.pid].idle]
         for worker in idle[:surplus]:
             self._retire(worker, None)  # no deadline: a long invocation it took meanwhile may finish
 

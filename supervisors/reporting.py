@@ -29,10 +29,7 @@ class Reporter:
         """One line for systemd's STATUS= and the logs."""
         arbiter = self.arbiter
         slots = [arbiter.table.read(w.slot) for w in arbiter.workers.values()]
-        # A RUNNING slot without an invocation is an idle runner holding its permit while it waits.
-        counts = collections.Counter(
-            SlotState.IDLE if s.state is SlotState.RUNNING and not s.invocation_id else s.state for s in slots
-        )
+        counts = collections.Counter(SlotState.IDLE if s.idle else s.state for s in slots)
         return (
             f"{counts[SlotState.RUNNING]} running, {counts[SlotState.PAUSED] + counts[SlotState.RESUMING]} paused, "
             f"{counts[SlotState.IDLE]} idle; {len(arbiter.workers)} runner processes (target {arbiter.processes})"
@@ -53,7 +50,8 @@ class Reporter:
                 {
                     "index": s.index,
                     "pid": s.pid,
-                    "state": s.state.name.lower(),
+                    # an idle runner holding its permit while it waits shows idle, as it is
+                    "state": "idle" if s.idle else s.state.name.lower(),
                     "invocation_id": s.invocation_id or None,
                     "task_id": s.task_id or None,
                     "started_at": s.started_at or None,

@@ -94,6 +94,17 @@ class Slot:
     invocations_done: int = 0
     rss_bytes: int = 0
 
+    @property
+    def holds_permit_idle(self) -> bool:
+        """RUNNING with no invocation: an idle runner waiting for work with its run permit held
+        (Redis claims for it the moment work arrives; see pynenc.supervisors.permits)."""
+        return self.state is SlotState.RUNNING and not self.invocation_id
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for work, with or without a run permit."""
+        return self.state is SlotState.IDLE or self.holds_permit_idle
+
 
 _WRITABLE_FIELDS = frozenset(f.name for f in fields(Slot)) - {"index"}
 
@@ -431,7 +442,7 @@ class SlotTable:
     def idle_holders(self) -> int:
         """How many slots hold a run permit with no invocation: idle runners waiting for work
         that they will claim in the backend the moment it arrives (advisory, as states())."""
-        return sum(1 for slot in self.read_all() if slot.state is SlotState.RUNNING and not slot.invocation_id)
+        return sum(1 for slot in self.read_all() if slot.holds_permit_idle)
 
     def count(self, state: SlotState) -> int:
         return sum(1 for slot in self.read_all() if slot.state is state)

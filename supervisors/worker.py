@@ -343,6 +343,8 @@ class PoolRunner(NestedRunner):
                         self._wait_for_work()
                     continue
                 self._own(claimed[0].invocation_id)
+                if self.stopping.is_set():  # claimed while the wait ran: given back on the way out
+                    continue
                 following = self._execute_one(claimed[0], switching=False)
         finally:
             self.stopping.set()  # also ends the lease thread

@@ -215,8 +215,6 @@ def _slot(slot: dict[str, Any], now: float, hung_after: float) -> dict[str, Any]
     if isinstance(state, int):
         state = _SLOT_STATES.get(state, str(state))
     state = str(state or "EMPTY").upper()
-    if state == "RUNNING" and not slot.get("invocation_id"):
-        state = "IDLE"  # an idle runner holding its run permit while it waits for work (Redis)
     beat_age = _age(now, slot.get("heartbeat"))
     running_for = _age(now, slot.get("started_at")) if state in ("RUNNING", "PAUSED") else None
     hung = state == "RUNNING" and beat_age is not None and beat_age > hung_after

@@ -134,7 +134,6 @@ def _published(sup: t.Daemon) -> dict[str, Any] | None:
     return found
 
 
-@SQLITE_ONLY
 def test_ttin_ttou_resize_the_pool_and_the_published_snapshot_follows(daemon: DaemonFactory) -> None:
     sup = daemon("--processes", "2").ready()
     t.wait_until(lambda: len(sup.runner_pids()) == 2, 10, "two runners")
