@@ -224,10 +224,14 @@ def _rss() -> int:
 def _heartbeat_loop(
     writer: SlotWriter, spec: WorkerSpec, stopping: threading.Event, runner: ThreadRunner | None
 ) -> None:
-    """Heartbeat (and RSS) into the slot; never while the slot is RUNNING in process mode.
+    """Heartbeat (and RSS) into the slot; never while the slot is RUNNING an invocation in
+    process mode.
 
     In process mode a RUNNING slot's heartbeat is the moment its invocation started or
-    resumed, so it ages while the task runs: that is how a hung task is found.
+    resumed, so it ages while the task runs: that is how a hung task is found. An idle
+    runner holding its permit while it waits for work (RUNNING, no invocation) runs no task:
+    its heartbeat goes on, so a backend outage that keeps its wait retrying does not get it
+    killed as hung.
     """
     while not stopping.wait(spec.heartbeat_interval):
         if os.getppid() != spec.supervisor_pid:  # the death signal may have been lost
@@ -239,7 +243,7 @@ def _heartbeat_loop(
             continue
         with writer.lock:
             slot = writer.table.read(writer.index)
-            if slot.state is SlotState.RUNNING:
+            if slot.state is SlotState.RUNNING and slot.invocation_id:
                 writer.table.write(writer.index, rss_bytes=_rss())
             else:
                 writer.table.write(writer.index, heartbeat=time.time(), rss_bytes=_rss())
@@ -326,11 +330,10 @@ class PoolRunner(NestedRunner):
                 try:
                     claimed = [] if found_empty else orchestrator.claim(self.runner_id, 1, app.conf.lease_seconds)
                     if not claimed and hold_while_waiting:
-                        # Woken by new work, a runner wanting this permit, or the end of a
-                        # heartbeat interval (the slot's heartbeat does not move while it waits).
-                        claimed = orchestrator.claim_when_woken(
-                            self.runner_id, 1, app.conf.lease_seconds, self.spec.heartbeat_interval
-                        )
+                        # Woken by new work, a runner wanting this permit, or after a second
+                        # (then the permit is given back and taken again: a stop or a retire
+                        # request is seen, and a pool that shrank gets its permit back).
+                        claimed = orchestrator.claim_when_woken(self.runner_id, 1, app.conf.lease_seconds, 1.0)
                         self._found_empty = not claimed
                 except Exception as exc:
                     self.writer.set_idle()

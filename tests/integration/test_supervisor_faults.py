@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -20,7 +21,7 @@ from tests.integration.test_supervisor_tasks import (  # noqa: F401  (fixtures)
     daemon_fixture,
     env_fixture,
 )
-from tests.redis_servers import find_free_port
+from tests.redis_servers import RedisServer, find_free_port
 
 S = InvocationStatus
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
@@ -48,6 +49,34 @@ def test_hung_runner_is_killed_after_runner_timeout_and_its_invocation_retried(
     timed_out = sup.events_named("runner timed out: killing it")
     assert [(e["runner_pid"], e["invocation_id"]) for e in timed_out] == [(hung_pid, inv.invocation_id)]
     assert _gone(hung_pid)
+    sup.send(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+def test_idle_runners_holding_permits_outlive_a_redis_outage_longer_than_runner_timeout(
+    fresh_redis_server: RedisServer, daemon: DaemonFactory
+) -> None:
+    # (the server first: set up before the daemon's fixtures, torn down after their purge)
+    # On Redis an idle runner waits for work holding its run permit (slot RUNNING, no
+    # invocation). It runs no task, so its heartbeat must go on while its wait retries
+    # through an outage: a runner killed as hung here would be replaced by one that cannot
+    # even boot while Redis is down.
+    t.app.conf.redis_url = fresh_redis_server.url
+    t.app.reset_components()
+    runner_timeout = 2.0
+    sup = daemon(
+        "--processes", "2", "--runner-timeout", str(runner_timeout),
+        extra_env={"PYNENC__REDIS_URL": fresh_redis_server.url},
+    ).ready()  # fmt: skip
+    assert t.add(1, 1).get_result(30) == 2
+    pids = t.wait_until(lambda: len(p := sup.runner_pids()) == 2 and p, 20, "two runners")
+    fresh_redis_server.stop()
+    time.sleep(runner_timeout * 2.5)  # what must not happen within it: nothing to wait on
+    fresh_redis_server.start()
+    assert not sup.events_named("runner timed out: killing it")
+    assert sup.runner_pids() == pids
+    assert t.add(2, 3).get_result(60) == 5
     sup.send(signal.SIGTERM)
     assert sup.wait(30) == 0
 
