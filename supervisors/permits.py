@@ -12,14 +12,17 @@ killed mid-way can never leave the pool locked (a POSIX semaphore or a
 shared with the parent.
 
 Paused invocations that want to resume go first: their slot shows RESUMING and no new
-claim is granted while any slot does. Where the backend claims for an idle runner the moment
-work arrives (``claims_when_woken``, Redis), idle runners hold a permit while they wait (their
-slot RUNNING with no invocation); a runner that wants a permit wakes them through the
-backend and they give theirs back unless they claimed work.  A waiting runner sleeps on its slot's doorbell (an
+claim is granted while any slot does. A waiting runner sleeps on its slot's doorbell (an
 eventfd, :class:`Doorbells`); whoever gives a permit up rings the waiters' doorbells, the
 RESUMING ones first, so a hand-over (on the path of every fan-in) takes microseconds. A
 poll with backoff (1 ms up to 5 ms) stays underneath, so a missed ring only costs a poll
 interval. Only runners with nothing to run wait here, and only while every permit is taken.
+
+Where the backend claims for an idle runner the moment work arrives (``claims_when_woken``,
+Redis), idle runners hold a permit while they wait for work: their slot shows RUNNING with
+no invocation (:attr:`Slot.holds_permit_idle`). A resuming runner that finds every permit
+taken wakes them through the backend (``wake_holders``); each gives its permit back unless
+it claimed work.
 """
 
 from __future__ import annotations
