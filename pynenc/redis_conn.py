@@ -410,11 +410,10 @@ class Client:
         reply = self.execute_command("BLPOP", *keys, timeout)
         return (reply[0], reply[1]) if reply else None
 
-    def hkeys(self, key: str) -> list[str]:
-        return list(self.execute_command("HKEYS", key))
-
-    def hvals(self, key: str) -> list[str]:
-        return list(self.execute_command("HVALS", key))
+    def hscan(self, key: str, cursor: int = 0, count: int | None = None) -> tuple[int, dict[str, str]]:
+        args = ("COUNT", count) if count is not None else ()
+        next_cursor, flat = self.execute_command("HSCAN", key, cursor, *args)
+        return int(next_cursor), {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
     def zpopmin(self, key: str) -> list[tuple[str, float]]:
         reply = self.execute_command("ZPOPMIN", key)

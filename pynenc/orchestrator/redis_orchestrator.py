@@ -38,7 +38,7 @@ from pynenc.models import (
 from pynenc.orchestrator.base import BaseOrchestrator
 from pynenc.serializer.errors import encode_exception
 from pynenc.state_backend.redis_state_backend import RedisStateBackend
-from pynenc.status import EXECUTING, FINAL, InvocationStatus
+from pynenc.status import EXECUTING, FINAL, OWNED, InvocationStatus
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -470,11 +470,17 @@ class RedisOrchestrator(BaseOrchestrator):
 
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
         wanted = set(statuses) if statuses is not None else None
+        if wanted is not None and wanted <= OWNED:
+            # Every owned invocation holds a lease (claims add both; finish, release, kill and
+            # recovery remove both): the leases list them all, without reading the history
+            # kept for result_ttl (a supervisor does this whenever a runner dies).
+            ids = self.conn.call(lambda client: client.zrange(self.keys.leases, 0, -1))
+            return [r for r in self.state.read_records_of(ids) if r.status in wanted]
         return [r for r in self.state.iter_records() if wanted is None or r.status in wanted]
 
     def status_counts(self) -> dict[InvocationStatus, int]:
-        values = self.conn.call(lambda client: client.hvals(self.keys.status))
-        return {InvocationStatus(name): count for name, count in Counter(values).items()}
+        counts = Counter(self.state.statuses().values())
+        return {InvocationStatus(name): count for name, count in counts.items()}
 
     def queue_depth(self) -> int:
         return self.broker.depth()

@@ -24,6 +24,10 @@ from pynenc.status import InvocationStatus
 READ_FIELDS = 10
 #: ids per read-script call when listing every record
 READ_BATCH = 200
+#: entries per HSCAN call when a whole per-invocation hash is listed (inspection): Redis
+#: answers each call in well under a millisecond, where one HKEYS/HVALS of millions of
+#: entries would block every runner for seconds
+SCAN_COUNT = 5000
 
 
 def _json_list(raw: str | None) -> list[Any]:
@@ -129,8 +133,28 @@ class RedisStateBackend(BaseStateBackend):
     def get_record(self, invocation_id: str) -> InvocationRecord | None:
         return self.read_records([invocation_id])[0]
 
+    def statuses(self) -> dict[str, str]:
+        """Every invocation id with its status name, read page by page (HSCAN): an inspection
+        never blocks Redis for long, however many invocations are kept."""
+
+        def scan(client: Any) -> dict[str, str]:
+            found: dict[str, str] = {}  # a retried scan starts over: nothing counted twice
+            cursor = 0
+            while True:
+                cursor, page = client.hscan(self.keys.status, cursor, count=SCAN_COUNT)
+                found.update(page)
+                if int(cursor) == 0:
+                    return found
+
+        return self.conn.call(scan)
+
+    def read_records_of(self, invocation_ids: Iterable[str]) -> list[InvocationRecord]:
+        """The stored records of ``invocation_ids``, in id order (unknown ids are skipped)."""
+        ids = sorted(invocation_ids)
+        return [record for record in self.read_records(ids) if record is not None]
+
     def iter_records(self) -> Iterable[InvocationRecord]:
-        ids = sorted(self.conn.call(lambda client: client.hkeys(self.keys.status)))
+        ids = sorted(self.statuses())
         for start in range(0, len(ids), READ_BATCH):
             for record in self.read_records(ids[start : start + READ_BATCH]):
                 if record is not None:

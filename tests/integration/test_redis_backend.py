@@ -30,7 +30,9 @@ from pynenc.redis_scripts import load_scripts, prelude_source
 from pynenc.redis_watch import FinalWatcher
 from pynenc.serializer.base import encode_json
 from pynenc.serializer.errors import decode_exception
+from pynenc.state_backend import redis_state_backend
 from pynenc.state_backend.redis_state_backend import RedisStateBackend
+from pynenc.status import OWNED
 from pynenc.status import InvocationStatus as S
 from tests.redis_servers import RedisServer
 
@@ -616,6 +618,44 @@ def test_an_idle_runners_wait_ends_when_its_connection_is_killed(rapp: Pynenc, r
         assert [c.invocation_id for c in orchestrator.claim_when_woken("r1", 1, 30, 10.0)] == [call.invocation_id]
     finally:
         admin.close()
+
+
+def test_counts_and_records_read_page_by_page_see_every_invocation(
+    rapp: Pynenc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inspection lists the status hash with HSCAN (never one HKEYS/HVALS that would block
+    # Redis for seconds on a long history): several pages must add up to every invocation.
+    monkeypatch.setattr(redis_state_backend, "SCAN_COUNT", 20)
+    orchestrator = orchestrator_of(rapp)
+    calls = [spec() for _ in range(600)]  # past 512 entries: a hashtable, scanned in pages
+    orchestrator.register(calls)
+    claimed = orchestrator.claim("r1", 40, 30)
+    for item in claimed[:10]:
+        orchestrator.finish("r1", item.invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(1)))
+    assert orchestrator.status_counts() == {S.REGISTERED: 560, S.RUNNING: 30, S.SUCCESS: 10}
+    records = list(orchestrator.iter_records())
+    assert sorted(r.invocation_id for r in records) == sorted(c.invocation_id for c in calls)
+
+
+def test_owned_invocations_are_read_from_the_leases(rapp: Pynenc) -> None:
+    # What a supervisor reads when a runner dies: only what is owned (from the leases), in
+    # any owned status, whatever else is stored.
+    orchestrator = orchestrator_of(rapp)
+    calls = [spec() for _ in range(6)]
+    orchestrator.register(calls)
+    running = orchestrator.claim("r1", 2, 30)
+    orchestrator.finish("r1", running[0].invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(1)))
+    ahead = orchestrator.finish_start_claim(
+        "r2", running[0].invocation_id, Outcome(OutcomeKind.SUCCESS, encode_json(1)), None, 2, 1, 30
+    )().claimed  # r2 finishes nothing (not its own) and claims one RUNNING, one PENDING
+    owned = {r.invocation_id: (r.status, r.owner) for r in orchestrator.iter_records(OWNED)}
+    assert owned == {
+        running[1].invocation_id: (S.RUNNING, "r1"),
+        ahead[0].invocation_id: (S.RUNNING, "r2"),
+        ahead[1].invocation_id: (S.PENDING, "r2"),
+    }
+    assert {r.invocation_id for r in orchestrator.iter_records({S.PENDING})} == {ahead[1].invocation_id}
+    assert len(list(orchestrator.iter_records())) == 6
 
 
 def test_a_runner_wanting_a_permit_ends_an_idle_wait(rapp: Pynenc, redis_server: RedisServer) -> None:

@@ -67,11 +67,21 @@ def test_replies_have_the_shapes_the_backend_uses(clean_redis: str) -> None:
         assert client.zpopmin("q") == [("b", -5.0)]
         assert client.zrem("q", "a") == 1 and client.zpopmin("q") == []
         client.execute_command("HSET", "h", "f1", "v1", "f2", "v2")
-        assert sorted(client.hkeys("h")) == ["f1", "f2"] and sorted(client.hvals("h")) == ["v1", "v2"]
+        assert client.hscan("h") == (0, {"f1": "v1", "f2": "v2"})
+        client.execute_command("HSET", "big", *[x for i in range(1000) for x in (f"f{i}", str(i))])
+        seen: dict[str, str] = {}
+        cursor, pages = 0, 0
+        while True:  # past 512 fields a hash is a hashtable, scanned in pages: follow the cursor
+            cursor, page = client.hscan("big", cursor, count=50)
+            seen.update(page)
+            pages += 1
+            if cursor == 0:
+                break
+        assert pages > 1 and seen == {f"f{i}": str(i) for i in range(1000)}
         assert client.blpop(["empty"], timeout=0.05) is None
         client.execute_command("RPUSH", "list", "x")
         assert client.blpop(["list"], timeout=1) == ("list", "x")
-        assert client.delete("h", "missing") == 1 and client.delete() == 0
+        assert client.delete("h", "big", "missing") == 2 and client.delete() == 0
         assert set(client.config_get("maxmemory-policy")) == {"maxmemory-policy"}
     finally:
         client.close()
