@@ -24,7 +24,7 @@ from pynenc.exceptions import (
     StalledInvocationError,
 )
 from pynenc.models import CallSpec, Outcome, OutcomeKind
-from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
+from pynenc.orchestrator.redis_orchestrator import WAKE_CAP, RedisOrchestrator
 from pynenc.redis_keys import KEY_NAMES, RedisKeys
 from pynenc.redis_scripts import load_scripts, prelude_source
 from pynenc.redis_watch import FinalWatcher
@@ -677,6 +677,10 @@ def test_a_runner_wanting_a_permit_ends_an_idle_wait(rapp: Pynenc, redis_server:
         assert found == [[]]
         assert orchestrator.status_counts() == {}
         assert admin.llen(orchestrator.keys.wake) == 0  # the marker was taken by that wait
+        for _ in range(3):  # nobody waits now: the markers left stay capped
+            orchestrator.wake_idle_runners(50)
+        assert admin.llen(orchestrator.keys.wake) == WAKE_CAP
+        assert f"local WAKE_CAP = {WAKE_CAP}\n" in prelude_source()  # the same cap as new work's markers
     finally:
         admin.close()
 
