@@ -110,8 +110,12 @@ def test_fifty_parents_waiting_on_three_children_with_two_slots(app: Pynenc, sta
     parents = [t.parent(i) for i in range(50)]
     results = [p.get_result(timeout=60) for p in parents]
     assert results == [sum((i * 3 + k) * 10 for k in range(3)) for i in range(50)]
-    record = app.orchestrator.get_record(parents[0].invocation_id)
-    assert record is not None and S.PAUSED in [h.status for h in record.history]
+    # Two slots for fifty waiting parents: waiting paused them and handed their slots over
+    # (any one parent may find its children already done when it waits, on a loaded machine
+    # even the first one did: so the assertion is about the parents together).
+    records = [app.orchestrator.get_record(p.invocation_id) for p in parents]
+    paused = [r for r in records if r is not None and S.PAUSED in [h.status for h in r.history]]
+    assert len(paused) >= 10, f"only {len(paused)} of 50 parents paused"
 
 
 def test_waiting_with_no_runner_blocks_without_spinning(app: Pynenc) -> None:
