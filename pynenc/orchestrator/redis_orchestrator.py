@@ -463,17 +463,10 @@ class RedisOrchestrator(BaseOrchestrator):
         return self._claimed(runner_id, flat, 0)
 
     def wake_idle_runners(self, count: int) -> None:
-        # The markers new work leaves (redis_prelude.lua wake_runners): BLPOP serves the
-        # longest waiting runner first; a marker nobody takes only wakes a later wait once.
-        # Capped as there (WAKE_CAP): a resumer asks again every 50 ms while it waits.
-        if count <= 0:
-            return
-
-        def push(client: Any) -> None:
-            client.execute_command("LPUSH", self.keys.wake, *(["1"] * min(count, WAKE_CAP)))
-            client.execute_command("LTRIM", self.keys.wake, 0, WAKE_CAP - 1)
-
-        self.conn.call(push)
+        # The capped markers new work leaves: BLPOP serves the longest waiting runner first; a
+        # marker nobody takes only wakes a later wait once.
+        if count > 0:
+            self._run("wake", count)
 
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
         wanted = set(statuses) if statuses is not None else None
@@ -498,11 +491,6 @@ class RedisOrchestrator(BaseOrchestrator):
 
     def close(self) -> None:
         self.conn.close()
-
-
-#: the most wake markers kept (as redis_prelude.lua's WAKE_CAP): more would only wake
-#: runners that find nothing
-WAKE_CAP = 64
 
 
 def _blpop_seconds(timeout: float) -> float:

@@ -154,11 +154,7 @@ class RedisStateBackend(BaseStateBackend):
         return [record for record in self.read_records(ids) if record is not None]
 
     def iter_records(self) -> Iterable[InvocationRecord]:
-        ids = sorted(self.statuses())
-        for start in range(0, len(ids), READ_BATCH):
-            for record in self.read_records(ids[start : start + READ_BATCH]):
-                if record is not None:
-                    yield record
+        return self.read_records_of(self.statuses())
 
     def publish_info(self, kind: str, key: str, data: dict[str, Any], ttl: float) -> None:
         self.run("info", "put", f"{kind}\x00{key}", json.dumps(data, default=str), ttl)

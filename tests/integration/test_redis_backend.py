@@ -24,7 +24,7 @@ from pynenc.exceptions import (
     StalledInvocationError,
 )
 from pynenc.models import CallSpec, Outcome, OutcomeKind
-from pynenc.orchestrator.redis_orchestrator import WAKE_CAP, RedisOrchestrator
+from pynenc.orchestrator.redis_orchestrator import RedisOrchestrator
 from pynenc.redis_keys import KEY_NAMES, RedisKeys
 from pynenc.redis_scripts import load_scripts, prelude_source
 from pynenc.redis_watch import FinalWatcher
@@ -597,17 +597,26 @@ def test_concurrent_waiters_each_get_their_result_whoever_reads(rapp: Pynenc) ->
     assert not any(ended_by_timeout), "a waiter was left without a reader until its wait timed out"
 
 
+def _idle_wait_blocked_in_blpop(
+    orchestrator: RedisOrchestrator, admin: Any
+) -> tuple[threading.Thread, list[list[Any]]]:
+    """An idle runner's wait for work (claim_when_woken, 30 s) in a thread, returned once Redis
+    shows it blocked in BLPOP; what it claims is appended to the list."""
+    orchestrator.queue_depth()  # components built before the wait starts
+    found: list[list[Any]] = []
+    waiter = threading.Thread(target=lambda: found.append(orchestrator.claim_when_woken("r1", 1, 30, 30.0)))
+    waiter.start()
+    poll(lambda: any(c.get("cmd") == "blpop" for c in admin.client_list()))
+    return waiter, found
+
+
 def test_an_idle_runners_wait_ends_when_its_connection_is_killed(rapp: Pynenc, redis_server: RedisServer) -> None:
     # BLPOP and the claim share one connection: killed during the wait, the claim is run
     # again on a fresh connection and the call returns (the runner's loop goes on).
     orchestrator = orchestrator_of(rapp)
-    orchestrator.queue_depth()
     admin = redis_server.client(decode_responses=True)
-    found: list[list[Any]] = []
-    waiter = threading.Thread(target=lambda: found.append(orchestrator.claim_when_woken("r1", 1, 30, 30.0)))
     try:
-        waiter.start()
-        poll(lambda: any(c.get("cmd") == "blpop" for c in admin.client_list()))
+        waiter, found = _idle_wait_blocked_in_blpop(orchestrator, admin)
         blocked = [c["id"] for c in admin.client_list() if c.get("cmd") == "blpop"]
         admin.client_kill_filter(_id=blocked[0])
         waiter.join(15)
@@ -664,13 +673,9 @@ def test_a_runner_wanting_a_permit_ends_an_idle_wait(rapp: Pynenc, redis_server:
     # wait ends at once with nothing claimed.
     orchestrator = orchestrator_of(rapp)
     assert orchestrator.claims_when_woken
-    orchestrator.queue_depth()
     admin = redis_server.client(decode_responses=True)
-    found: list[list[Any]] = []
-    waiter = threading.Thread(target=lambda: found.append(orchestrator.claim_when_woken("r1", 1, 30, 30.0)))
     try:
-        waiter.start()
-        poll(lambda: any(c.get("cmd") == "blpop" for c in admin.client_list()))
+        waiter, found = _idle_wait_blocked_in_blpop(orchestrator, admin)
         orchestrator.wake_idle_runners(1)
         waiter.join(15)  # far below the wait's own 30 s
         assert not waiter.is_alive(), "the idle wait did not end when woken"
@@ -679,8 +684,7 @@ def test_a_runner_wanting_a_permit_ends_an_idle_wait(rapp: Pynenc, redis_server:
         assert admin.llen(orchestrator.keys.wake) == 0  # the marker was taken by that wait
         for _ in range(3):  # nobody waits now: the markers left stay capped
             orchestrator.wake_idle_runners(50)
-        assert admin.llen(orchestrator.keys.wake) == WAKE_CAP
-        assert f"local WAKE_CAP = {WAKE_CAP}\n" in prelude_source()  # the same cap as new work's markers
+        assert admin.llen(orchestrator.keys.wake) == 64  # the cap of new work's markers (WAKE_CAP)
     finally:
         admin.close()
 

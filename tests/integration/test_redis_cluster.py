@@ -98,6 +98,7 @@ def test_every_script_runs_on_the_cluster(redis_cluster: RedisCluster) -> None:
         assert orchestrator.fail_queued(other.invocation_id, ValueError("operator gave up"))
         orchestrator.broker.enqueue(child.invocation_id, 2)
         assert orchestrator.broker.peek(1) == [(child.invocation_id, 2)]
+        orchestrator.wake_idle_runners(2)
         poll(lambda: orchestrator.recover_expired(3) == [claimed.invocation_id])
         first, second = orchestrator.claim("r2", 2, 30)
         assert orchestrator.finish("r2", first.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"))
