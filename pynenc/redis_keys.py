@@ -15,7 +15,8 @@ spec           hash    id -> JSON ``{"task_id", "arguments", "call_key",
                        "parent", "created_at"}`` (immutable after register)
 ctl            hash    id -> JSON ``{"ck": call key, "rk": registration key,
                        "nk": running key, "rr": reroute on concurrency control,
-                       "p": parent id}`` (what the scripts decide with)
+                       "p": parent id, "t": task id}`` (what the scripts decide
+                       and count with)
 status         hash    id -> status name (:class:`pynenc.status.InvocationStatus`)
 owner          hash    id -> runner id holding the lease (only while owned)
 retries        hash    id -> number of retries so far
@@ -34,6 +35,10 @@ running_keys   hash    running key -> id of the invocation holding it
 parked         hash    running key -> JSON array of CONCURRENCY_CONTROLLED ids
 leases         zset    owned ids; score = lease expiry (unix time)
 final_at       zset    final ids; score = when they became final (for result_ttl)
+failed_at      zset    ids that ended FAILED; score = when (failures in the last hour)
+counts         hash    "<status>\\t<task id>" -> stored invocations of that task in that
+                       status; "~valid" -> when counting began (present only when the
+                       counts cover every stored invocation)
 wake           list    markers pushed on every enqueue; idle runners BLPOP it
 info           hash    "<kind>\\x00<key>" -> JSON published by runners/supervisors
 info_exp       zset    "<kind>\\x00<key>" -> expiry of that info entry
@@ -74,6 +79,8 @@ KEY_NAMES: tuple[str, ...] = PER_INVOCATION_HASHES + (
     "parked",
     "leases",
     "final_at",
+    "failed_at",
+    "counts",
     "wake",
     "info",
     "info_exp",

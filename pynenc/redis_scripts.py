@@ -57,15 +57,24 @@ class Script:
         self.key_names = [keys[i] for i in sorted(keys)]
         if sorted(keys) != list(range(1, declared + 1)):
             raise ValueError(f"{path.name}: header lists KEYS {sorted(keys)}, file name says {declared}")
-        self.source = prelude + "\n" + self.call_start() + self.body
+        self.source = prelude + "\n" + self.call_source()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         #: its name in the Functions library (set by :class:`Library`)
         self.function = ""
 
-    def call_start(self) -> str:
-        """The first lines of every call: K (header names -> KEYS), then the prelude's begin_call."""
+    def call_source(self) -> str:
+        """One call: K (header names -> KEYS), the prelude's begin_call, the body, then end_call.
+
+        The body runs under pcall so that end_call (which writes the status counts of what
+        the body changed) runs also when the body raised: Redis keeps a script's writes up
+        to an error, and the counts must match them. The error is then raised again as is.
+        """
         names = ", ".join(f"{name}=KEYS[{i}]" for i, name in enumerate(self.key_names, 1))
-        return f"K = {{{names}}}\nbegin_call(ARGV)\n"
+        return (
+            f"K = {{{names}}}\nbegin_call(ARGV)\n"
+            f"local ok, result = pcall(function()\n{self.body}\nend)\n"
+            "end_call()\nif not ok then error(result, 0) end\nreturn result\n"
+        )
 
 
 class Library:
@@ -83,7 +92,7 @@ class Library:
             script.function = f"{self.name}_{name}"
             flags = ", ".join(repr(flag) for flag in script.flags)
             parts.append(
-                f"\nlocal function call_{name}(KEYS, ARGV)\n{script.call_start()}{script.body}\nend\n"
+                f"\nlocal function call_{name}(KEYS, ARGV)\n{script.call_source()}end\n"
                 f"redis.register_function{{function_name='{script.function}', callback=call_{name}, "
                 f"flags={{{flags}}}}}\n"
             )

@@ -22,6 +22,7 @@ import psutil
 
 from pynenc.exceptions import InvocationNotFoundError, PickleRefusedError, SerializationError
 from pynenc.models import InvocationRecord
+from pynenc.orchestrator.base import waiting_since
 from pynenc.serializer.errors import describe_exception
 from pynenc.status import EXECUTING, FINAL, QUEUED, TRANSITIONS, InvocationStatus
 
@@ -42,18 +43,6 @@ _SLOT_STATES = {0: "EMPTY", 1: "IDLE", 2: "RUNNING", 3: "PAUSED", 4: "STOPPING"}
 
 
 # ----- small helpers -----------------------------------------------------------------------
-def finished_at(record: InvocationRecord) -> float | None:
-    """When a final invocation reached its final status (its last history entry)."""
-    if record.status not in FINAL or not record.history:
-        return None
-    return record.history[-1].timestamp
-
-
-def waiting_since(record: InvocationRecord) -> float:
-    """When a queued invocation entered its current status (re-queues count from the re-queue)."""
-    return record.history[-1].timestamp if record.history else record.created_at
-
-
 def backend_family(app: Pynenc) -> str:
     return getattr(app.orchestrator, "family", "") or type(app.orchestrator).__name__
 
@@ -73,33 +62,33 @@ def _local_process_gone(host: Any, pid: Any) -> bool:
 
 # ----- overview ----------------------------------------------------------------------------
 def overview(app: Pynenc, now: float) -> dict[str, Any]:
-    """``pynenc status``: counts, queue, throughput, per-task counts, supervisors and runners."""
+    """``pynenc status``: counts, queue, throughput, per-task counts, supervisors and runners.
+
+    Everything comes from the orchestrator's counting reads (counters and indexes on SQLite
+    and Redis), never from reading every stored invocation.
+    """
     orchestrator = app.orchestrator
-    counts = orchestrator.status_counts()
-    status_counts = {status.value: int(counts.get(status, 0)) for status in InvocationStatus}
+    by_task = orchestrator.task_status_counts()
+    status_counts = {status.value: 0 for status in InvocationStatus}
     tasks: dict[str, dict[str, int]] = {}
-    finished_recently = 0
-    failed_last_hour = 0
-    oldest: InvocationRecord | None = None
-    for record in orchestrator.iter_records():
-        row = tasks.setdefault(record.task_id, _task_row())
-        status = record.status
-        if status in QUEUED:
-            row["queued"] += 1
-            if oldest is None or waiting_since(record) < waiting_since(oldest):
-                oldest = record
-        elif status in EXECUTING:
-            row["running"] += 1
-        elif status is S.PAUSED:
-            row["paused"] += 1
-        elif status is S.SUCCESS:
-            row["succeeded"] += 1
-        done_at = finished_at(record)
-        if done_at is not None and now - done_at <= THROUGHPUT_WINDOW:
-            finished_recently += 1
-        if status is S.FAILED and done_at is not None and now - done_at <= FAILED_WINDOW:
-            row["failed_last_hour"] += 1
-            failed_last_hour += 1
+    for task_id, per_status in by_task.items():
+        row = tasks.setdefault(task_id, _task_row())
+        for status, count in per_status.items():
+            status_counts[status.value] += count
+            if status in QUEUED:
+                row["queued"] += count
+            elif status in EXECUTING:
+                row["running"] += count
+            elif status is S.PAUSED:
+                row["paused"] += count
+            elif status is S.SUCCESS:
+                row["succeeded"] += count
+    failed = orchestrator.failed_since(now - FAILED_WINDOW)
+    for task_id, count in failed.items():
+        tasks.setdefault(task_id, _task_row())["failed_last_hour"] = count
+    failed_last_hour = sum(failed.values())
+    finished_recently = orchestrator.final_count_since(now - THROUGHPUT_WINDOW)
+    oldest = orchestrator.oldest_queued()
     for task_id in app.tasks:
         tasks.setdefault(task_id, _task_row())
     peers = runners(app, now)
@@ -316,14 +305,11 @@ def _tree(app: Pynenc, ids: Iterable[str], direction: str, seen: set[str], depth
 # ----- tasks -------------------------------------------------------------------------------
 def tasks(app: Pynenc, now: float) -> dict[str, Any]:
     """``pynenc status tasks``: every task of the app or seen in the backend, options and counts."""
-    counts: dict[str, dict[str, int]] = {}
-    failed_recent: dict[str, int] = {}
-    for record in app.orchestrator.iter_records():
-        per_status = counts.setdefault(record.task_id, {})
-        per_status[record.status.value] = per_status.get(record.status.value, 0) + 1
-        done_at = finished_at(record)
-        if record.status is S.FAILED and done_at is not None and now - done_at <= FAILED_WINDOW:
-            failed_recent[record.task_id] = failed_recent.get(record.task_id, 0) + 1
+    counts = {
+        task_id: {status.value: count for status, count in per_status.items()}
+        for task_id, per_status in app.orchestrator.task_status_counts().items()
+    }
+    failed_recent = app.orchestrator.failed_since(now - FAILED_WINDOW)
     rows = []
     for task_id in sorted(set(counts) | set(app.tasks)):
         task = app.tasks.get(task_id)

@@ -114,7 +114,7 @@ from pynenc.models import (
     Outcome,
     RegisterOutcome,
 )
-from pynenc.status import InvocationStatus
+from pynenc.status import FINAL, QUEUED, InvocationStatus
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -298,8 +298,46 @@ class BaseOrchestrator(ABC):
     @abstractmethod
     def status_counts(self) -> dict[InvocationStatus, int]: ...
 
+    # ----- what `pynenc status` shows --------------------------------------------------------
+    # The defaults read every record (fine for the memory backend); the SQLite and Redis
+    # backends answer from indexes and counters, so an inspection costs the same with
+    # millions of kept invocations as with a hundred.
+    def task_status_counts(self) -> dict[str, dict[InvocationStatus, int]]:
+        """Stored invocations per task id and status (statuses with none left out)."""
+        counts: dict[str, dict[InvocationStatus, int]] = {}
+        for record in self.iter_records():
+            per_status = counts.setdefault(record.task_id, {})
+            per_status[record.status] = per_status.get(record.status, 0) + 1
+        return counts
+
+    def final_count_since(self, since: float) -> int:
+        """How many stored invocations reached a final status at or after ``since``."""
+        return sum(1 for r in self.iter_records(FINAL) if r.history and r.history[-1].timestamp >= since)
+
+    def failed_since(self, since: float) -> dict[str, int]:
+        """Per task id, stored invocations that are FAILED and failed at or after ``since``."""
+        failed: dict[str, int] = {}
+        for record in self.iter_records([InvocationStatus.FAILED]):
+            if record.history and record.history[-1].timestamp >= since:
+                failed[record.task_id] = failed.get(record.task_id, 0) + 1
+        return failed
+
+    def oldest_queued(self) -> InvocationRecord | None:
+        """The queued invocation (REGISTERED, REROUTED, RETRY, CONCURRENCY_CONTROLLED) that
+        entered its current status first, or None when nothing is queued."""
+        oldest: InvocationRecord | None = None
+        for record in self.iter_records(QUEUED):
+            if oldest is None or waiting_since(record) < waiting_since(oldest):
+                oldest = record
+        return oldest
+
     @abstractmethod
     def queue_depth(self) -> int: ...
 
     def close(self) -> None:
         """Release connections; called by ``app.close()`` and after fork."""
+
+
+def waiting_since(record: InvocationRecord) -> float:
+    """When an invocation entered its current status (its last history entry)."""
+    return record.history[-1].timestamp if record.history else record.created_at

@@ -35,10 +35,11 @@ from pynenc.models import (
     OutcomeKind,
     RegisterOutcome,
 )
-from pynenc.orchestrator.base import BaseOrchestrator
+from pynenc.orchestrator.base import BaseOrchestrator, waiting_since
+from pynenc.orchestrator.redis_census import RedisCensus
 from pynenc.serializer.errors import encode_exception
 from pynenc.state_backend.redis_state_backend import RedisStateBackend
-from pynenc.status import EXECUTING, FINAL, OWNED, InvocationStatus
+from pynenc.status import EXECUTING, FINAL, OWNED, QUEUED, InvocationStatus
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -61,6 +62,7 @@ class RedisOrchestrator(BaseOrchestrator):
         self.broker = broker
         self.conn = state.conn
         self.keys = state.keys
+        self.census = RedisCensus(self.conn, self.keys, state)
         self._next_expiry_sweep = 0.0
 
     def _run(self, script: str, *args: Any) -> Any:
@@ -108,7 +110,11 @@ class RedisOrchestrator(BaseOrchestrator):
                 "created_at": now,
             }
             # cjson reads JSON null as a truthy value: leave absent what is None.
-            ctl: dict[str, str | bool] = {"ck": call.call_key, "rr": call.reroute_on_concurrency_control}
+            ctl: dict[str, str | bool] = {
+                "ck": call.call_key,
+                "rr": call.reroute_on_concurrency_control,
+                "t": call.task_id,
+            }
             if call.registration_key is not None:
                 ctl["rk"] = call.registration_key
             if call.running_key is not None:
@@ -120,6 +126,7 @@ class RedisOrchestrator(BaseOrchestrator):
                 orjson.dumps(spec),
                 orjson.dumps(ctl),
                 "1" if call.on_diff_non_key_args_raise else "0",
+                call.task_id,
             ]
         return args
 
@@ -479,8 +486,28 @@ class RedisOrchestrator(BaseOrchestrator):
         return [r for r in self.state.iter_records() if wanted is None or r.status in wanted]
 
     def status_counts(self) -> dict[InvocationStatus, int]:
-        counts = Counter(self.state.statuses().values())
-        return {InvocationStatus(name): count for name, count in counts.items()}
+        by_task = self.census.task_status_counts()
+        if by_task is None:  # records older than the counters: count by scanning the statuses
+            counts = Counter(self.state.statuses().values())
+            return {InvocationStatus(name): count for name, count in counts.items()}
+        totals: Counter[InvocationStatus] = Counter()
+        for per_status in by_task.values():
+            totals.update(per_status)
+        return dict(totals)
+
+    def task_status_counts(self) -> dict[str, dict[InvocationStatus, int]]:
+        by_task = self.census.task_status_counts()
+        return super().task_status_counts() if by_task is None else by_task
+
+    def final_count_since(self, since: float) -> int:
+        return self.census.final_count_since(since)
+
+    def failed_since(self, since: float) -> dict[str, int]:
+        return self.census.failed_since(since)
+
+    def oldest_queued(self) -> InvocationRecord | None:
+        queued = [r for r in self.census.records(self.census.oldest_queued_candidates()) if r.status in QUEUED]
+        return min(queued, key=waiting_since, default=None)
 
     def queue_depth(self) -> int:
         return self.broker.depth()

@@ -9,8 +9,9 @@
 -- No function here builds a key name: every key comes from K (i.e. KEYS).
 
 -- Per call (set by the call's first lines; a library's functions share these, and Redis
--- runs one call at a time): the call's keys, the server time, the channel, decoded ctl.
-local K, NOWN, NOW, NOW_S, NOW_US, CHANNEL, CTL_CACHE
+-- runs one call at a time): the call's keys, the server time, the channel, decoded ctl,
+-- and what the call changed in the status counts (flushed by end_call).
+local K, NOWN, NOW, NOW_S, NOW_US, CHANNEL, CTL_CACHE, MOVED, TASKS, COUNT_DELTA
 
 -- Times are strings of seconds with six decimals ("1764300000.123456"), built from TIME's
 -- own digits: exact, and without formatting a float (glibc's float printing cost a few
@@ -35,6 +36,7 @@ local function begin_call(argv)
   set_now(tonumber(time[1]), tonumber(time[2]))
   CHANNEL = argv[2]
   CTL_CACHE = {}
+  MOVED, TASKS, COUNT_DELTA = {}, {}, {}
 end
 
 local FINAL = {SUCCESS=true, FAILED=true, CONCURRENCY_CONTROLLED_FINAL=true, KILLED=true}
@@ -93,6 +95,56 @@ local function task_of(id)
   return decode(redis.call('HGET', K.spec, id)).task_id or '?'
 end
 
+-- ----- status counts ------------------------------------------------------------------------
+-- K.counts holds "<status>\t<task id>" -> how many stored invocations of that task are in that
+-- status, so `pynenc status` never reads every record. A call notes each invocation's first
+-- and last status (counted); end_call, run after the script's body (also when it raised),
+-- adds the net changes: one HINCRBY per (status, task) that changed, however many moves the
+-- call made (finish + start + claim nets to REGISTERED -1, SUCCESS +1).
+-- The field "~valid" says the counts cover every stored invocation (see register).
+
+-- The task of id: ctl's "t" (every invocation since counts exist), else its spec.
+local function task_name(id)
+  local task = TASKS[id]
+  if task == nil then
+    task = ctl(id).t
+    if not task then
+      task = (K.spec and task_of(id)) or '?'
+    end
+    TASKS[id] = task
+  end
+  return task
+end
+
+-- id's status went from old to new in this call (old false: a new invocation; new false: removed).
+local function counted(id, old, new)
+  local noted = MOVED[id]
+  if noted then
+    noted[2] = new
+  else
+    MOVED[id] = {old, new}
+  end
+end
+
+-- A change the caller has netted itself (register's batch: one entry per task).
+local function count_add(status, task, by)
+  local field = status .. '\t' .. task
+  COUNT_DELTA[field] = (COUNT_DELTA[field] or 0) + by
+end
+
+local function end_call()
+  for id, noted in pairs(MOVED) do
+    if noted[1] ~= noted[2] then
+      local task = task_name(id)
+      if noted[1] then count_add(noted[1], task, -1) end
+      if noted[2] then count_add(noted[2], task, 1) end
+    end
+  end
+  for field, by in pairs(COUNT_DELTA) do
+    if by ~= 0 then redis.call('HINCRBY', K.counts, field, by) end
+  end
+end
+
 -- The final event of id, also on the channel of each runner whose paused invocation waits
 -- on it ("<channel>:<runner id>"): a paused task's runner listens there, not to every final
 -- event of the app.
@@ -116,6 +168,7 @@ local function moves(id, news, runner, first_only, known, result)
   -- known: the status the caller has just read in this script (saves reading it again);
   -- result: the payload just stored for a SUCCESS (published with it when small)
   local current = known or redis.call('HGET', K.status, id)
+  local first = current or false
   local encoded = {}
   for i, new in ipairs(news) do
     if current and not allowed(current, new) then
@@ -127,6 +180,7 @@ local function moves(id, news, runner, first_only, known, result)
     current = new
   end
   redis.call('HSET', K.status, id, current)
+  counted(id, first, current)
   local history = redis.call('HGET', K.history, id)
   if history and #history > 2 then
     history = string.sub(history, 1, -2) .. ',' .. table.concat(encoded, ',') .. ']'
@@ -136,6 +190,8 @@ local function moves(id, news, runner, first_only, known, result)
   redis.call('HSET', K.history, id, history)
   if FINAL[current] then
     redis.call('ZADD', K.final_at, NOW, id)
+    -- failures by time, for "failed in the last hour" without reading every final record
+    if current == 'FAILED' then redis.call('ZADD', K.failed_at, NOW, id) end
     local note = id
     if result and current == 'SUCCESS' and #result <= NOTE_MAX then note = id .. '\t' .. result end
     redis.call('PUBLISH', CHANNEL, note)
@@ -185,6 +241,7 @@ end
 local function record_new(id, status)
   redis.call('HSET', K.status, id, status)
   redis.call('HSET', K.history, id, '[' .. cjson.encode({s = status, t = NOW}) .. ']')
+  counted(id, false, status)
 end
 
 local function unindex(id)

@@ -16,11 +16,12 @@ from pynenc import sqlite_sync as sync
 from pynenc.models import InvocationRecord
 from pynenc.orchestrator.sqlite_watch import FinalWatcher
 from pynenc.sqlite_store import SQLiteStore
-from pynenc.status import EXECUTING, FINAL, InvocationStatus
+from pynenc.status import EXECUTING, FINAL, QUEUED, InvocationStatus
 
 S = InvocationStatus
 _FINAL = tuple(s.value for s in FINAL)
 _EXECUTING = tuple(s.value for s in EXECUTING)
+_QUEUED = tuple(s.value for s in QUEUED)
 
 
 def marks(values: Sequence[object]) -> str:
@@ -149,6 +150,48 @@ class SQLiteReads:
                 "SELECT status, COUNT(*) FROM invocations WHERE app_id = ? GROUP BY status", (self.app_id,)
             ).fetchall()
         return {S(status): count for status, count in rows}
+
+    def task_status_counts(self) -> dict[str, dict[InvocationStatus, int]]:
+        counts: dict[str, dict[InvocationStatus, int]] = {}
+        with self.store.reading() as conn:
+            rows = conn.execute(
+                "SELECT task_id, status, COUNT(*) FROM invocations WHERE app_id = ? GROUP BY task_id, status",
+                (self.app_id,),
+            ).fetchall()
+        for task_id, status, count in rows:
+            counts.setdefault(task_id, {})[S(status)] = count
+        return counts
+
+    def final_count_since(self, since: float) -> int:
+        # finished_at is set by every move to a final status and cleared by every other (indexed)
+        with self.store.reading() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM invocations WHERE app_id = ? AND finished_at >= ?", (self.app_id, since)
+            ).fetchone()
+        return int(row[0])
+
+    def failed_since(self, since: float) -> dict[str, int]:
+        with self.store.reading() as conn:
+            rows = conn.execute(
+                "SELECT task_id, COUNT(*) FROM invocations WHERE app_id = ? AND finished_at >= ? AND status = ? "
+                "GROUP BY task_id",
+                (self.app_id, since, S.FAILED.value),
+            ).fetchall()
+        return {task_id: count for task_id, count in rows}
+
+    def oldest_queued(self) -> InvocationRecord | None:
+        # When each queued one entered its status: its last history entry (indexed by id, seq).
+        with self.store.snapshot() as conn:
+            row = conn.execute(
+                "SELECT i.id, (SELECT h.ts FROM history h WHERE h.app_id = i.app_id AND h.id = i.id "
+                "ORDER BY h.seq DESC LIMIT 1) AS since FROM invocations i "
+                f"WHERE i.app_id = ? AND i.status IN ({marks(_QUEUED)}) ORDER BY since LIMIT 1",
+                (self.app_id, *_QUEUED),
+            ).fetchone()
+            if row is None:
+                return None
+            records = db.load_records(conn, self.app_id, "id = ?", (row[0],))
+        return records[0] if records else None
 
     def queue_depth(self) -> int:
         with self.store.reading() as conn:

@@ -4,6 +4,7 @@
 -- KEYS[5] waited_by   KEYS[6] priority   KEYS[7] queue      KEYS[8] history
 -- KEYS[9] reg_index   KEYS[10] final_at  KEYS[11] error     KEYS[12] spec
 -- KEYS[13] retries    KEYS[14] leases    KEYS[15] running_keys KEYS[16] parked
+-- KEYS[17] counts     KEYS[18] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
 -- ARGV[5] "1" when cycle control is on
 -- ARGV[6] lease seconds to claim an awaited one for the runner once PAUSED, or '' (no claim)

@@ -3,12 +3,21 @@
 -- KEYS[4] history    KEYS[5] reg_index  KEYS[6] queue
 -- KEYS[7] seq        KEYS[8] priority   KEYS[9] wake
 -- KEYS[10] fseq      KEYS[11] final_at  (declared because the shared enqueue/move may touch them)
+-- KEYS[12] counts     KEYS[13] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] number of calls N
--- ARGV[4 + 4i .. 7 + 4i] (i = 0..N-1): id, spec JSON, ctl JSON, "1" to refuse different non-key args
+-- ARGV[4 + 5i .. 8 + 5i] (i = 0..N-1): id, spec JSON, ctl JSON, "1" to refuse different non-key
+-- args, task id
 -- Returns: flat list of N pairs {id, code}; code 1 created, 0 existing queued invocation
 --          (id is the existing one), -1 refused (same key, different other arguments).
 local n = tonumber(ARGV[3])
 local out = {}
+-- The counts cover every stored invocation only when they were kept from the start: they
+-- are declared valid when the app stores nothing yet (a new app, or one whose records all
+-- expired or were purged), starting from zero. Until then `pynenc status` counts by scanning.
+if redis.call('HEXISTS', K.counts, '~valid') == 0 and redis.call('HLEN', K.status) == 0 then
+  redis.call('DEL', K.counts)
+  redis.call('HSET', K.counts, '~valid', NOW)
+end
 local created = 0
 -- Queue positions for the whole batch, reserved at once in call order (a position left
 -- unused by an existing call is a harmless gap: only the order counts). New calls have
@@ -19,8 +28,9 @@ local history = '[' .. cjson.encode({s = 'REGISTERED', t = NOW}) .. ']'
 -- written at once instead, so a later call of the same batch finds it by that key.
 local specs, ctls, statuses, histories, queued = {}, {}, {}, {}, {}
 for i = 0, n - 1 do
-  local base = 4 + i * 4
+  local base = 4 + i * 5
   local id, spec, ctl_json, refuse = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local task = ARGV[base + 4]
   local keyed = string.find(ctl_json, '"rk":', 1, true) ~= nil
   local c
   local result_id, code = id, 1
@@ -43,6 +53,7 @@ for i = 0, n - 1 do
       redis.call('HSET', K.spec, id, spec)
       redis.call('HSET', K.ctl, id, ctl_json)
       CTL_CACHE[id] = c
+      TASKS[id] = task
       record_new(id, 'REGISTERED')
       redis.call('ZADD', K.queue, score, id)
       redis.call('HSETNX', K.reg_index, c.rk, id)
@@ -53,6 +64,7 @@ for i = 0, n - 1 do
       statuses[at + 1], statuses[at + 2] = id, 'REGISTERED'
       histories[at + 1], histories[at + 2] = id, history
       queued[at + 1], queued[at + 2] = score, id
+      count_add('REGISTERED', task, 1)
     end
     created = created + 1
   end

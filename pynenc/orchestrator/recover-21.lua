@@ -4,6 +4,7 @@
 -- KEYS[9] ctl         KEYS[10] running_keys KEYS[11] parked   KEYS[12] queue
 -- KEYS[13] fseq       KEYS[14] seq       KEYS[15] priority    KEYS[16] reg_index
 -- KEYS[17] wake       KEYS[18] error     KEYS[19] spec
+-- KEYS[20] counts     KEYS[21] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] max_stalls  ARGV[4] at most this many
 -- Returns: the recovered ids. Each went PENDING -> PENDING_RECOVERY (no stall counted: it never
 -- started) or RUNNING/PAUSED/RESUMED -> RUNNING_RECOVERY (its stall counter +1), running key and
