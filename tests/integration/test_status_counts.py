@@ -116,10 +116,10 @@ def test_counting_reads_agree_with_a_scan_after_every_kind_of_transition(app: Py
     assert sum(app.orchestrator.status_counts().values()) == 35
 
 
+# (the memory backend keeps every invocation until purge: it has no result_ttl)
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "redis6"])
 def test_counts_follow_the_expiry_of_final_invocations(app: Pynenc) -> None:
     family = app.orchestrator.family
-    if family == "mem":
-        pytest.skip("the memory backend keeps every invocation until purge (no result_ttl)")
     workload(app)
     app.conf.result_ttl = 0.0
     time.sleep(0.01)  # strictly after the last final move
@@ -135,10 +135,9 @@ def test_counts_follow_the_expiry_of_final_invocations(app: Pynenc) -> None:
     assert not left & {S.SUCCESS, S.FAILED, S.KILLED}, "the expiry left final invocations"
 
 
+@pytest.mark.parametrize("backend", ["redis", "redis6"])
 def test_redis_records_older_than_the_counts_are_counted_by_scanning(app: Pynenc) -> None:
     orch: Any = app.orchestrator
-    if orch.family != "redis":
-        pytest.skip("counters are how the Redis backend counts")
     workload(app)
     orch.conn.call(lambda client: client.delete(orch.keys.counts))  # records from before the counters
     assert orch.census.task_status_counts() is None
