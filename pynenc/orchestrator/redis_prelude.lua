@@ -2,7 +2,8 @@
 -- pynenc.status. It is loaded once as the top of the Redis Functions library (each script a
 -- function of it), or, with EVALSHA, prepended to each script. Either way each call first
 -- sets K (the script's header names -> its KEYS) and calls begin_call(ARGV), then runs the
--- script's body. Conventions for every script:
+-- script's body under pcall, then end_call() (the status counts of what the body changed),
+-- then raises the body's error again if it raised. Conventions for every script:
 --   ARGV[1] the caller's clock (unused: times come from the server clock, so
 --           leases and histories do not depend on the clocks of the runners' hosts)
 --   ARGV[2] the app's "final" pub/sub channel (not a key)
