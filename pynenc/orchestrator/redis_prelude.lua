@@ -100,8 +100,9 @@ end
 -- K.counts holds "<status>\t<task id>" -> how many stored invocations of that task are in that
 -- status, so `pynenc status` never reads every record. A call notes each invocation's first
 -- and last status (counted); end_call, run after the script's body (also when it raised),
--- adds the net changes: one HINCRBY per (status, task) that changed, however many moves the
--- call made (finish + start + claim nets to REGISTERED -1, SUCCESS +1).
+-- adds the net changes, however many moves the call made: one HINCRBY per (status, task) that
+-- changed (a busy runner's finish + start + claim nets to REGISTERED -1, SUCCESS +1), or one
+-- HMGET and one HSET when more than two changed.
 -- The field "~valid" says the counts cover every stored invocation (see register).
 
 -- The task of id: ctl's "t" (every invocation since counts exist), else its spec.
@@ -141,9 +142,26 @@ local function end_call()
       if noted[2] then count_add(noted[2], task, 1) end
     end
   end
+  local fields, changes = {}, {}
   for field, by in pairs(COUNT_DELTA) do
-    if by ~= 0 then redis.call('HINCRBY', K.counts, field, by) end
+    if by ~= 0 then
+      fields[#fields + 1] = field
+      changes[#changes + 1] = by
+    end
   end
+  if #fields <= 2 then  -- a busy runner's call (REGISTERED -1, SUCCESS +1), a batch register
+    for i, field in ipairs(fields) do redis.call('HINCRBY', K.counts, field, changes[i]) end
+    return
+  end
+  -- Several tasks or statuses (a fan-out's calls move parents and children): one read and
+  -- one write of the hash instead of one HINCRBY each.
+  local current = redis.call('HMGET', K.counts, unpack(fields))
+  local values = {}
+  for i, field in ipairs(fields) do
+    values[#values + 1] = field
+    values[#values + 1] = string.format('%d', (tonumber(current[i]) or 0) + changes[i])
+  end
+  redis.call('HSET', K.counts, unpack(values))
 end
 
 -- The final event of id, also on the channel of each runner whose paused invocation waits

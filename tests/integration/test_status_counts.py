@@ -68,12 +68,12 @@ def answered(orchestrator: BaseOrchestrator, now: float) -> dict[str, Any]:
     }
 
 
-def workload(app: Pynenc) -> dict[str, str]:
-    """Invocations of three tasks in every kind of status; returns some ids by role."""
+def workload(app: Pynenc) -> None:
+    """Invocations of three tasks in every kind of status, 37 in all."""
     orch = app.orchestrator
     adds = [cli_app.add(i, i) for i in range(30)]
     fails = [cli_app.fail(f"f{i}") for i in range(4)]
-    flaky = cli_app.flaky("x")
+    cli_app.flaky("x")
     claimed = [c.invocation_id for c in orch.claim(RUNNER, 8, 60.0)]
     assert claimed == [a.invocation_id for a in adds[:8]]
     ok = Outcome(OutcomeKind.SUCCESS, app.serializer.dumps(1))
@@ -97,7 +97,11 @@ def workload(app: Pynenc) -> dict[str, str]:
     while not orch.recover_expired(3):
         assert time.monotonic() < deadline, "the expired lease was never recovered"
         time.sleep(0.05)
-    return {"flaky": flaky.invocation_id, "first_queued": adds[9].invocation_id}
+    # one claim across the three tasks: a call that changes more than two counts at once
+    wide = orch.claim("wide-runner", 40, 60.0)
+    assert {c.task_id for c in wide} == {"tests.cli_app.add", "tests.cli_app.fail", "tests.cli_app.flaky"}
+    cli_app.add(100, 100)  # something queued after it
+    cli_app.fail("late")
 
 
 def test_counting_reads_agree_with_a_scan_after_every_kind_of_transition(app: Pynenc) -> None:
@@ -112,8 +116,8 @@ def test_counting_reads_agree_with_a_scan_after_every_kind_of_transition(app: Py
     assert expected["failed"] == {"tests.cli_app.add": 1}
     assert expected["oldest"] is not None
     total = sum(sum(per_status.values()) for per_status in by_task.values())
-    assert total == 35
-    assert sum(app.orchestrator.status_counts().values()) == 35
+    assert total == 37
+    assert sum(app.orchestrator.status_counts().values()) == 37
 
 
 # (the memory backend keeps every invocation until purge: it has no result_ttl)
