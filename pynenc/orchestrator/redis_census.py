@@ -1,4 +1,5 @@
-"""What ``pynenc status`` asks the Redis backend, answered without reading every record.
+"""The Redis backend's inspection reads: what ``pynenc status`` asks (answered without reading
+every record) and the supervisor's read of what a dead runner owned (from the leases).
 
 The scripts keep, in the ``counts`` hash, how many stored invocations of each task are
 in each status (``"<status>\\t<task id>" -> n``; each script call adds the net change of
@@ -13,20 +14,23 @@ failure happened. With those and ``final_at``:
 
 The counts are trusted only while the ``~valid`` field is present: the register script
 sets it when the app stores nothing yet (a new or purged app). An app whose records
-predate the counts gets ``None`` here and is counted by scanning, as before.
+predate the counts gets ``None`` from :meth:`RedisCensus.counters` and is counted by
+scanning, as before.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from pynenc.models import InvocationRecord
+from pynenc.orchestrator.base import waiting_since
 from pynenc.redis_keys import PRIORITY_UNIT
-from pynenc.status import InvocationStatus
+from pynenc.status import OWNED, QUEUED, InvocationStatus
 
 if TYPE_CHECKING:
     from pynenc.redis_client import RedisConnection
@@ -43,12 +47,26 @@ MAX_PARKED = 1000
 
 
 class RedisCensus:
+    """The inspection reads of one app; the orchestrator's read methods delegate here."""
+
     def __init__(self, conn: RedisConnection, keys: RedisKeys, state: RedisStateBackend) -> None:
         self.conn = conn
         self.keys = keys
         self.state = state
 
-    def task_status_counts(self) -> dict[str, dict[InvocationStatus, int]] | None:
+    def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> list[InvocationRecord]:
+        """Every stored record (optionally only in these statuses): a full read, except for
+        owned statuses, which the leases list."""
+        wanted = set(statuses) if statuses is not None else None
+        if wanted is not None and wanted <= OWNED:
+            # Every owned invocation holds a lease (claims add both; finish, release, kill and
+            # recovery remove both): the leases list them all, without reading the history
+            # kept for result_ttl (a supervisor does this whenever a runner dies).
+            ids = self.conn.call(lambda client: client.zrange(self.keys.leases, 0, -1))
+            return [r for r in self.state.read_records_of(ids) if r.status in wanted]
+        return [r for r in self.state.iter_records() if wanted is None or r.status in wanted]
+
+    def counters(self) -> dict[str, dict[InvocationStatus, int]] | None:
         """Counts per task and status from the counters; None when they are not valid."""
         fields = _pairs(self.conn.command("HGETALL", self.keys.counts))
         if VALID_FIELD not in fields:
@@ -61,6 +79,24 @@ class RedisCensus:
                 continue
             counts.setdefault(task_id, {})[InvocationStatus(status)] = number
         return counts
+
+    def task_status_counts(self) -> dict[str, dict[InvocationStatus, int]]:
+        by_task = self.counters()
+        if by_task is None:  # records older than the counters: read them all
+            by_task = {}
+            for record in self.iter_records():
+                per_status = by_task.setdefault(record.task_id, {})
+                per_status[record.status] = per_status.get(record.status, 0) + 1
+        return by_task
+
+    def status_counts(self) -> dict[InvocationStatus, int]:
+        by_task = self.counters()
+        if by_task is None:  # records older than the counters: count the status hash's values
+            return {InvocationStatus(name): n for name, n in Counter(self.state.statuses().values()).items()}
+        totals: Counter[InvocationStatus] = Counter()
+        for per_status in by_task.values():
+            totals.update(per_status)
+        return dict(totals)
 
     def final_count_since(self, since: float) -> int:
         return int(self.conn.command("ZCOUNT", self.keys.final_at, _score(since), "+inf"))
@@ -95,8 +131,9 @@ class RedisCensus:
             candidates.append(value)
         return candidates
 
-    def records(self, ids: Iterable[str]) -> list[InvocationRecord]:
-        return self.state.read_records_of(ids)
+    def oldest_queued(self) -> InvocationRecord | None:
+        candidates = self.state.read_records_of(self.oldest_queued_candidates())
+        return min((r for r in candidates if r.status in QUEUED), key=waiting_since, default=None)
 
 
 def _pairs(reply: Any) -> dict[str, Any]:

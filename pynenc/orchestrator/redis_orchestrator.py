@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -35,11 +34,11 @@ from pynenc.models import (
     OutcomeKind,
     RegisterOutcome,
 )
-from pynenc.orchestrator.base import BaseOrchestrator, waiting_since
+from pynenc.orchestrator.base import BaseOrchestrator
 from pynenc.orchestrator.redis_census import RedisCensus
 from pynenc.serializer.errors import encode_exception
 from pynenc.state_backend.redis_state_backend import RedisStateBackend
-from pynenc.status import EXECUTING, FINAL, OWNED, QUEUED, InvocationStatus
+from pynenc.status import EXECUTING, FINAL, InvocationStatus
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -475,29 +474,15 @@ class RedisOrchestrator(BaseOrchestrator):
         if count > 0:
             self._run("wake", count)
 
+    # ----- inspection (pynenc.orchestrator.redis_census) ---------------------------------------
     def iter_records(self, statuses: Iterable[InvocationStatus] | None = None) -> Iterable[InvocationRecord]:
-        wanted = set(statuses) if statuses is not None else None
-        if wanted is not None and wanted <= OWNED:
-            # Every owned invocation holds a lease (claims add both; finish, release, kill and
-            # recovery remove both): the leases list them all, without reading the history
-            # kept for result_ttl (a supervisor does this whenever a runner dies).
-            ids = self.conn.call(lambda client: client.zrange(self.keys.leases, 0, -1))
-            return [r for r in self.state.read_records_of(ids) if r.status in wanted]
-        return [r for r in self.state.iter_records() if wanted is None or r.status in wanted]
+        return self.census.iter_records(statuses)
 
     def status_counts(self) -> dict[InvocationStatus, int]:
-        by_task = self.census.task_status_counts()
-        if by_task is None:  # records older than the counters: count by scanning the statuses
-            counts = Counter(self.state.statuses().values())
-            return {InvocationStatus(name): count for name, count in counts.items()}
-        totals: Counter[InvocationStatus] = Counter()
-        for per_status in by_task.values():
-            totals.update(per_status)
-        return dict(totals)
+        return self.census.status_counts()
 
     def task_status_counts(self) -> dict[str, dict[InvocationStatus, int]]:
-        by_task = self.census.task_status_counts()
-        return super().task_status_counts() if by_task is None else by_task
+        return self.census.task_status_counts()
 
     def final_count_since(self, since: float) -> int:
         return self.census.final_count_since(since)
@@ -506,8 +491,7 @@ class RedisOrchestrator(BaseOrchestrator):
         return self.census.failed_since(since)
 
     def oldest_queued(self) -> InvocationRecord | None:
-        queued = [r for r in self.census.records(self.census.oldest_queued_candidates()) if r.status in QUEUED]
-        return min(queued, key=waiting_since, default=None)
+        return self.census.oldest_queued()
 
     def queue_depth(self) -> int:
         return self.broker.depth()

@@ -144,11 +144,11 @@ def test_redis_records_older_than_the_counts_are_counted_by_scanning(app: Pynenc
     orch: Any = app.orchestrator
     workload(app)
     orch.conn.call(lambda client: client.delete(orch.keys.counts))  # records from before the counters
-    assert orch.census.task_status_counts() is None
+    assert orch.census.counters() is None
     now = time.time()
     assert answered(orch, now) == scanned(orch, now)
     cli_app.add(1, 2)  # registering beside records the counts never saw: still not trusted
-    assert orch.census.task_status_counts() is None
+    assert orch.census.counters() is None
     app.purge()
     cli_app.add(1, 2)  # nothing stored: counting starts, from zero
-    assert orch.census.task_status_counts() == {"tests.cli_app.add": {S.REGISTERED: 1}}
+    assert orch.census.counters() == {"tests.cli_app.add": {S.REGISTERED: 1}}
