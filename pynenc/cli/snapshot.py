@@ -22,7 +22,7 @@ import psutil
 
 from pynenc.exceptions import InvocationNotFoundError, PickleRefusedError, SerializationError
 from pynenc.models import InvocationRecord
-from pynenc.orchestrator.base import waiting_since
+from pynenc.orchestrator.base import status_since
 from pynenc.serializer.errors import describe_exception
 from pynenc.status import EXECUTING, FINAL, QUEUED, TRANSITIONS, InvocationStatus
 
@@ -101,7 +101,7 @@ def overview(app: Pynenc, now: float) -> dict[str, Any]:
         "queue": {
             "depth": int(orchestrator.queue_depth()),
             "oldest_waiting_id": oldest.invocation_id if oldest else None,
-            "oldest_waiting_age": _age(now, waiting_since(oldest)) if oldest else None,
+            "oldest_waiting_age": _age(now, status_since(oldest)) if oldest else None,
             "next": queue_preview(app),
         },
         "throughput": {

@@ -304,32 +304,20 @@ class BaseOrchestrator(ABC):
     # millions of kept invocations as with a hundred.
     def task_status_counts(self) -> dict[str, dict[InvocationStatus, int]]:
         """Stored invocations per task id and status (statuses with none left out)."""
-        counts: dict[str, dict[InvocationStatus, int]] = {}
-        for record in self.iter_records():
-            per_status = counts.setdefault(record.task_id, {})
-            per_status[record.status] = per_status.get(record.status, 0) + 1
-        return counts
+        return counts_by_task(self.iter_records())
 
     def final_count_since(self, since: float) -> int:
         """How many stored invocations reached a final status at or after ``since``."""
-        return sum(1 for r in self.iter_records(FINAL) if r.history and r.history[-1].timestamp >= since)
+        return sum(1 for record in self.iter_records(FINAL) if status_since(record) >= since)
 
     def failed_since(self, since: float) -> dict[str, int]:
         """Per task id, stored invocations that are FAILED and failed at or after ``since``."""
-        failed: dict[str, int] = {}
-        for record in self.iter_records([InvocationStatus.FAILED]):
-            if record.history and record.history[-1].timestamp >= since:
-                failed[record.task_id] = failed.get(record.task_id, 0) + 1
-        return failed
+        return failed_by_task(self.iter_records([InvocationStatus.FAILED]), since)
 
     def oldest_queued(self) -> InvocationRecord | None:
         """The queued invocation (REGISTERED, REROUTED, RETRY, CONCURRENCY_CONTROLLED) that
         entered its current status first, or None when nothing is queued."""
-        oldest: InvocationRecord | None = None
-        for record in self.iter_records(QUEUED):
-            if oldest is None or waiting_since(record) < waiting_since(oldest):
-                oldest = record
-        return oldest
+        return min(self.iter_records(QUEUED), key=status_since, default=None)
 
     @abstractmethod
     def queue_depth(self) -> int: ...
@@ -338,6 +326,25 @@ class BaseOrchestrator(ABC):
         """Release connections; called by ``app.close()`` and after fork."""
 
 
-def waiting_since(record: InvocationRecord) -> float:
+def status_since(record: InvocationRecord) -> float:
     """When an invocation entered its current status (its last history entry)."""
     return record.history[-1].timestamp if record.history else record.created_at
+
+
+def counts_by_task(records: Iterable[InvocationRecord]) -> dict[str, dict[InvocationStatus, int]]:
+    """How many of ``records`` each task has in each status."""
+    counts: dict[str, dict[InvocationStatus, int]] = {}
+    for record in records:
+        per_status = counts.setdefault(record.task_id, {})
+        per_status[record.status] = per_status.get(record.status, 0) + 1
+    return counts
+
+
+def failed_by_task(records: Iterable[InvocationRecord], since: float) -> dict[str, int]:
+    """Per task, how many of ``records`` are FAILED since ``since`` (a record that left FAILED,
+    e.g. retried by an operator, is not counted)."""
+    failed: dict[str, int] = {}
+    for record in records:
+        if record.status is InvocationStatus.FAILED and status_since(record) >= since:
+            failed[record.task_id] = failed.get(record.task_id, 0) + 1
+    return failed

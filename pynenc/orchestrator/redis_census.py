@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pynenc.models import InvocationRecord
-from pynenc.orchestrator.base import waiting_since
+from pynenc.orchestrator.base import counts_by_task, failed_by_task, status_since
 from pynenc.redis_keys import PRIORITY_UNIT
 from pynenc.status import OWNED, QUEUED, InvocationStatus
 
@@ -83,10 +83,7 @@ class RedisCensus:
     def task_status_counts(self) -> dict[str, dict[InvocationStatus, int]]:
         by_task = self.counters()
         if by_task is None:  # records older than the counters: read them all
-            by_task = {}
-            for record in self.iter_records():
-                per_status = by_task.setdefault(record.task_id, {})
-                per_status[record.status] = per_status.get(record.status, 0) + 1
+            return counts_by_task(self.iter_records())
         return by_task
 
     def status_counts(self) -> dict[InvocationStatus, int]:
@@ -103,12 +100,8 @@ class RedisCensus:
 
     def failed_since(self, since: float) -> dict[str, int]:
         ids = self.conn.command("ZRANGEBYSCORE", self.keys.failed_at, _score(since), "+inf")
-        failed: dict[str, int] = {}
-        for record in self.state.read_records_of(_text(i) for i in ids or []):
-            # a failure retried since is no longer FAILED; its old entry stays until it expires
-            if record.status is InvocationStatus.FAILED and record.history and record.history[-1].timestamp >= since:
-                failed[record.task_id] = failed.get(record.task_id, 0) + 1
-        return failed
+        # a failure retried since is no longer FAILED; its old entry stays until it expires
+        return failed_by_task(self.state.read_records_of(_text(i) for i in ids or []), since)
 
     def oldest_queued_candidates(self) -> list[str]:
         """Ids among which the queued invocation waiting longest is: each priority band's
@@ -133,7 +126,7 @@ class RedisCensus:
 
     def oldest_queued(self) -> InvocationRecord | None:
         candidates = self.state.read_records_of(self.oldest_queued_candidates())
-        return min((r for r in candidates if r.status in QUEUED), key=waiting_since, default=None)
+        return min((r for r in candidates if r.status in QUEUED), key=status_since, default=None)
 
 
 def _pairs(reply: Any) -> dict[str, Any]:

@@ -1,15 +1,19 @@
 """Backends the behavioural suite runs on: name -> function configuring an app for it.
 
 Each function gets the app and the pytest request (to reach fixtures such as a
-Redis server or tmp_path) and only sets the backend settings.
+Redis server or tmp_path) and only sets the backend settings. :func:`cli_app_on`
+puts the operator tests' app (``tests.cli_app.app``) on one of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pynenc import Pynenc
+from tests import cli_app
 
 
 def memory(app: Pynenc, request: Any) -> None:
@@ -45,3 +49,20 @@ BACKENDS: dict[str, Callable[[Pynenc, Any], None]] = {
     "redis": redis,
     "redis6": redis6,
 }
+
+
+@contextlib.contextmanager
+def cli_app_on(backend: str, request: Any, prefix: str) -> Iterator[Pynenc]:
+    """tests.cli_app.app (what ``--app tests.cli_app.app`` loads) on one backend under a fresh
+    app id; the module's app is shared, so what a test changes in its conf is put back."""
+    app = cli_app.app
+    app.conf.app_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    BACKENDS[backend](app, request)
+    app.conf.logging_level = "WARNING"
+    result_ttl = app.conf.result_ttl
+    try:
+        yield app
+    finally:
+        app.conf.result_ttl = result_ttl
+        app.purge()
+        app.reset_components()

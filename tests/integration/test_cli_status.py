@@ -25,22 +25,16 @@ from pynenc.models import CallSpec, Outcome, OutcomeKind
 from pynenc.serializer.errors import encode_exception
 from tests import cli_app
 from tests.cli_helpers import cli, cli_json, validate
-from tests.integration.backends import BACKENDS
+from tests.integration.backends import cli_app_on
 
 RUNNER = "test-runner-1"
 
 
 @pytest.fixture
 def app(backend: str, request: pytest.FixtureRequest) -> Iterator[Pynenc]:
-    """tests.cli_app.app on one backend with a fresh app id (what ``--app tests.cli_app.app`` loads)."""
-    app = cli_app.app
-    app.conf.app_id = f"cli-{uuid.uuid4().hex[:10]}"
-    BACKENDS[backend](app, request)
-    app.conf.runner_cls = "ThreadRunner"
-    app.conf.logging_level = "WARNING"
-    yield app
-    app.purge()
-    app.reset_components()
+    with cli_app_on(backend, request, "cli") as app:
+        app.conf.runner_cls = "ThreadRunner"
+        yield app
 
 
 def failure(message: str) -> Outcome:

@@ -10,7 +10,6 @@ answer must equal the scan's.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,8 @@ from pynenc.orchestrator.base import BaseOrchestrator
 from pynenc.serializer.errors import encode_exception
 from pynenc.status import InvocationStatus
 from tests import cli_app
-from tests.integration.backends import BACKENDS
+from tests.integration.backends import cli_app_on
+from tests.integration.test_cli_status import failure
 
 S = InvocationStatus
 RUNNER = "counting-runner"
@@ -30,22 +30,8 @@ RUNNER = "counting-runner"
 
 @pytest.fixture
 def app(backend: str, request: pytest.FixtureRequest) -> Iterator[Pynenc]:
-    app = cli_app.app
-    app.conf.app_id = f"counts-{uuid.uuid4().hex[:10]}"
-    BACKENDS[backend](app, request)
-    app.conf.logging_level = "WARNING"
-    result_ttl = app.conf.result_ttl  # the module's app is shared: leave it as found
-    yield app
-    app.conf.result_ttl = result_ttl
-    app.purge()
-    app.reset_components()
-
-
-def failure(message: str) -> Outcome:
-    try:
-        raise ValueError(message)
-    except ValueError as exc:
-        return Outcome(OutcomeKind.FAILED, encode_exception(exc))
+    with cli_app_on(backend, request, "counts") as app:
+        yield app
 
 
 def scanned(orchestrator: BaseOrchestrator, now: float) -> dict[str, Any]:
