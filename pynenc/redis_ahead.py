@@ -20,6 +20,7 @@ from typing import Any
 from pynenc import redis_errors as errors
 from pynenc.exceptions import PynencError, RegistrationError
 from pynenc.redis_conn import Client, NoScriptError
+from pynenc.redis_wire import sent_again
 
 log = logging.getLogger("pynenc.redis")
 
@@ -103,7 +104,7 @@ class CallsAhead:
                             except errors.CONNECTION_ERRORS:
                                 lost = True
                                 wire.disconnect()
-                        self.run_again(sent.name, sent.keys, sent.args)
+                        self.run_again(sent.name, sent.keys, sent_again(sent.args) if lost else sent.args)
                     except errors.REPLY_ERRORS as exc:
                         failures.append(f"{sent.what}: {errors.translate(exc)}")
                     except PynencError as exc:

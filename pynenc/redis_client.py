@@ -42,7 +42,7 @@ from pynenc.redis_ahead import NOT_SENT, CallsAhead, SentAhead
 from pynenc.redis_conn import Client, is_not_loaded, parse_url
 from pynenc.redis_scripts import Script, load_library, load_scripts
 from pynenc.redis_watch import FinalWatcher
-from pynenc.redis_wire import pack_prefix, packed_command, packed_script_call
+from pynenc.redis_wire import pack_prefix, packed_command, packed_script_call, sent_again
 
 log = logging.getLogger("pynenc.redis")
 T = TypeVar("T")
@@ -356,7 +356,7 @@ class RedisConnection:
         try:
             connection = connections.send(packed)
         except errors.CONNECTION_ERRORS:
-            result = self.run(name, keys, args)
+            result = self.run(name, keys, sent_again(args))  # part of it may have reached Redis
             return lambda: result
 
         def reply() -> Any:
@@ -364,8 +364,10 @@ class RedisConnection:
                 if after is not None:
                     _drop_reply(connections, connection)
                 return connections.read(connection)
-            except errors.CONNECTION_ERRORS + errors.NOSCRIPT_ERRORS:
-                return self.run(name, keys, args)  # lost, or the script cache was flushed: run again
+            except errors.NOSCRIPT_ERRORS:
+                return self.run(name, keys, args)  # the script cache was flushed: it did not run
+            except errors.CONNECTION_ERRORS:
+                return self.run(name, keys, sent_again(args))  # lost: it may have run
             except errors.REPLY_ERRORS as exc:
                 raise errors.translate(exc) from None
 
@@ -380,13 +382,18 @@ class RedisConnection:
             if result is not NOT_SENT:  # read behind the calls sent ahead: one round trip for all
                 return result
 
+        attempts = 0
+
         def attempt(client: Any) -> Any:
+            nonlocal attempts
+            attempts += 1  # a connection error may have come after the call ran: mark it again
+            call_args = args if attempts == 1 else sent_again(args)
             try:
-                return self._call_script(client, connections, script, keys, args)
+                return self._call_script(client, connections, script, keys, call_args)
             except errors.REPLY_ERRORS as exc:
                 # NoScriptError (ours, redis-py's), or redis-py's plain reply for a function
                 if isinstance(exc, errors.NOSCRIPT_ERRORS) or is_not_loaded(str(exc)):
-                    return self._reload_and_call(client, connections, script, keys, args)
+                    return self._reload_and_call(client, connections, script, keys, call_args)
                 raise errors.translate(exc) from None
 
         return self.call(attempt)

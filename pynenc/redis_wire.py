@@ -10,6 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def sent_again(args: list[Any]) -> list[Any]:
+    """The arguments of a script call sent again after its reply was lost: its call id
+    (ARGV[1], see the scripts' prelude) marked with "-", so the script knows that the first
+    call may have run (the claims then hand over what it claimed instead of claiming more)."""
+    first = str(args[0])
+    return args if first.startswith("-") else ["-" + first, *args[1:]]
+
+
 def bulk(value: Any) -> bytes:
     """One argument as a RESP bulk string, encoded as redis-py encodes it (floats by repr)."""
     kind = type(value)  # exact types first: this runs for every argument of every call

@@ -4,7 +4,7 @@
 -- KEYS[9] owner         KEYS[10] leases   KEYS[11] retries  KEYS[12] final_at
 -- KEYS[13] wake          KEYS[14] waited_by (a CONCURRENCY_CONTROLLED_FINAL event goes to waiters' runners)
 -- KEYS[15] counts     KEYS[16] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] max count  ARGV[5] lease seconds
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] max count  ARGV[5] lease seconds
 -- Returns: flat list {lease expiry, then a triple id, spec JSON, num_retries per invocation now RUNNING}.
 -- Popped invocations whose running key is held elsewhere go PENDING -> CONCURRENCY_CONTROLLED
 -- (parked on the key) or PENDING -> CONCURRENCY_CONTROLLED_FINAL and are not returned.

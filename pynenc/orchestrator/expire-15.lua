@@ -4,7 +4,7 @@
 -- KEYS[6] retries    KEYS[7] stalls   KEYS[8] result    KEYS[9] error     KEYS[10] history
 -- KEYS[11] waiting_for KEYS[12] waited_by KEYS[13] priority
 -- KEYS[14] counts     KEYS[15] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] result_ttl seconds  ARGV[4] at most this many
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] result_ttl seconds  ARGV[4] at most this many
 -- Returns: the number of invocations removed (call again while it equals ARGV[4]).
 -- KEYS[2..13] are exactly the per-invocation hashes: each loses the id's field; the counts
 -- lose the removed ids, failed_at their entries.

@@ -4,7 +4,7 @@
 -- KEYS[5] reg_index   KEYS[6] ctl        KEYS[7] final_at     KEYS[8] owner
 -- KEYS[9] waited_by  (the final event also goes to the runners of waiting invocations)
 -- KEYS[10] counts     KEYS[11] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] invocation id  ARGV[4] error payload
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] invocation id  ARGV[4] error payload
 -- Returns: 1 FAILED now (or error replaced); 0 unknown, claimed or final otherwise.
 local id, payload = ARGV[3], ARGV[4]
 local status = redis.call('HGET', K.status, id)

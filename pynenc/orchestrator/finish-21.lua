@@ -5,7 +5,7 @@
 -- KEYS[13] queue      KEYS[14] seq       KEYS[15] fseq       KEYS[16] priority
 -- KEYS[17] reg_index  KEYS[18] wake      KEYS[19] final_at
 -- KEYS[20] counts     KEYS[21] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
 -- ARGV[5] outcome kind (SUCCESS|FAILED|RETRY)  ARGV[6] payload (result or error)
 -- Returns: 1 done; 0 the runner does not own the invocation (nothing changed).
 -- Error "PYNENC -2" for an unknown outcome kind (checked before anything is written).

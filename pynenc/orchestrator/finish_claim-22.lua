@@ -6,7 +6,7 @@
 -- KEYS[13] queue      KEYS[14] seq       KEYS[15] fseq       KEYS[16] priority
 -- KEYS[17] reg_index  KEYS[18] wake      KEYS[19] final_at   KEYS[20] spec
 -- KEYS[21] counts     KEYS[22] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
 -- ARGV[5] outcome kind (SUCCESS|FAILED|RETRY)  ARGV[6] payload (result or error)
 -- ARGV[7] max count to claim  ARGV[8] lease seconds
 -- ARGV[9] id of an invocation this runner claimed ahead (PENDING) to start now, or ''

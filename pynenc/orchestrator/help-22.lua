@@ -8,7 +8,7 @@
 -- KEYS[13] queue      KEYS[14] seq       KEYS[15] fseq       KEYS[16] priority
 -- KEYS[17] reg_index  KEYS[18] wake      KEYS[19] final_at   KEYS[20] spec
 -- KEYS[21] counts     KEYS[22] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id
 -- ARGV[4] waiter id, or '' not to resume it here (more awaited ids to look at follow)
 -- ARGV[5] id of the awaited invocation to finish, or '' (nothing ran yet)
 -- ARGV[6] its outcome kind (SUCCESS|FAILED|RETRY)  ARGV[7] its payload (result or error)

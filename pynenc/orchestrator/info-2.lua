@@ -1,6 +1,6 @@
 -- info: short-lived entries runners and supervisors publish about themselves.
 -- KEYS[1] info  KEYS[2] info_exp
--- ARGV[1] caller's clock (unused)  ARGV[2] channel (unused)  ARGV[3] "put" or "list"
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel (unused)  ARGV[3] "put" or "list"
 -- put:  ARGV[4] field ("<kind>\0<key>")  ARGV[5] JSON  ARGV[6] ttl seconds   -> returns 1
 -- list: ARGV[4] kind                                                        -> flat {key, JSON, ...}
 -- Both first drop the expired entries, so the hash never keeps dead runners.

@@ -4,7 +4,7 @@
 -- KEYS[9] parked      KEYS[10] queue     KEYS[11] fseq        KEYS[12] seq
 -- KEYS[13] priority   KEYS[14] reg_index KEYS[15] wake        KEYS[16] final_at
 -- KEYS[17] counts     KEYS[18] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] invocation id
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] invocation id
 -- Returns: 1 killed; 0 unknown, already final, or in recovery (nothing changed).
 local id = ARGV[3]
 local status = redis.call('HGET', K.status, id)

@@ -5,7 +5,7 @@
 -- KEYS[13] fseq       KEYS[14] seq       KEYS[15] priority    KEYS[16] reg_index
 -- KEYS[17] wake       KEYS[18] error     KEYS[19] spec
 -- KEYS[20] counts     KEYS[21] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] max_stalls  ARGV[4] at most this many
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] max_stalls  ARGV[4] at most this many
 -- Returns: the recovered ids. Each went PENDING -> PENDING_RECOVERY (no stall counted: it never
 -- started) or RUNNING/PAUSED/RESUMED -> RUNNING_RECOVERY (its stall counter +1), running key and
 -- wait edges released, then REROUTED

@@ -4,8 +4,10 @@
 -- sets K (the script's header names -> its KEYS) and calls begin_call(ARGV), then runs the
 -- script's body under pcall, then end_call() (the status counts of what the body changed),
 -- then raises the body's error again if it raised. Conventions for every script:
---   ARGV[1] the caller's clock (unused: times come from the server clock, so
---           leases and histories do not depend on the clocks of the runners' hosts)
+--   ARGV[1] the call's id, unique within the calling process (digits); "-" before it when
+--           the call is sent again after its reply was lost (the first may have run: the
+--           claims adopt what it claimed, see claimed_by_lost_call). Times come from the
+--           server clock, so leases and histories do not depend on the clocks of the hosts.
 --   ARGV[2] the app's "final" pub/sub channel (not a key)
 -- No function here builds a key name: every key comes from K (i.e. KEYS).
 
@@ -13,6 +15,10 @@
 -- runs one call at a time): the call's keys, the server time, the channel, decoded ctl,
 -- and what the call changed in the status counts (flushed by end_call).
 local K, NOWN, NOW, NOW_S, NOW_US, CHANNEL, CTL_CACHE, MOVED, TASKS, COUNT_DELTA
+-- CALL_ID: ARGV[1] without its "-"; AGAIN: the call is sent again after a lost reply;
+-- STAMP: the key under which history entries written now carry CALL_ID: "c" for a claim,
+-- "b" for the start of one claimed ahead (false: none).
+local CALL_ID, AGAIN, STAMP
 
 -- Times are strings of seconds with six decimals ("1764300000.123456"), built from TIME's
 -- own digits: exact, and without formatting a float (glibc's float printing cost a few
@@ -36,6 +42,10 @@ local function begin_call(argv)
   local time = redis.call('TIME')
   set_now(tonumber(time[1]), tonumber(time[2]))
   CHANNEL = argv[2]
+  CALL_ID = argv[1]
+  AGAIN = string.sub(CALL_ID, 1, 1) == '-'
+  if AGAIN then CALL_ID = string.sub(CALL_ID, 2) end
+  STAMP = false
   CTL_CACHE = {}
   MOVED, TASKS, COUNT_DELTA = {}, {}, {}
 end
@@ -195,6 +205,7 @@ local function moves(id, news, runner, first_only, known, result)
     end
     local entry = {s = new, t = NOW}
     if runner and runner ~= '' and (i == 1 or not first_only) then entry.r = runner end
+    if STAMP then entry[STAMP] = CALL_ID end
     encoded[i] = cjson.encode(entry)
     current = new
   end
@@ -328,6 +339,54 @@ local function finish_run(runner, id, kind, payload)
   return 1
 end
 
+-- The triple a claim reply lists for id: id, spec JSON, num_retries.
+local function append_claimed(out, id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', K.spec, id) or '{}'
+  out[#out + 1] = redis.call('HGET', K.retries, id) or '0'
+end
+
+-- After a lost reply (AGAIN), what the lost call may have claimed or started for runner: the
+-- leased invocations the runner owns whose last history entry carries this call's id, as
+-- {id, status}, RUNNING before PENDING. A scan of every lease, only on calls sent again.
+local function claimed_by_lost_call(runner)
+  local found = {}
+  if not AGAIN then return found end
+  local mark = '"c":"' .. CALL_ID .. '"'
+  local ids = redis.call('ZRANGE', K.leases, 0, -1)
+  for first = 1, #ids, 1000 do
+    local chunk = {unpack(ids, first, math.min(first + 999, #ids))}
+    local owners = redis.call('HMGET', K.owner, unpack(chunk))
+    for i, id in ipairs(chunk) do
+      if owners[i] == runner then
+        local last = string.match(redis.call('HGET', K.history, id) or '', '.*(%b{})')
+        if last and string.find(last, mark, 1, true) then
+          local status = redis.call('HGET', K.status, id)
+          if status == 'RUNNING' then
+            table.insert(found, 1, {id, status})
+          elseif status == 'PENDING' then
+            found[#found + 1] = {id, status}
+          end
+        end
+      end
+    end
+  end
+  return found
+end
+
+-- What the lost call claimed, handed over again as claimed by this one (leases renewed from
+-- now: RUNNING until expires, PENDING until pending_expires); returns how many.
+local function adopt_claims(runner, out, expires, pending_expires)
+  local found = claimed_by_lost_call(runner)
+  for _, item in ipairs(found) do
+    local lease = expires
+    if item[2] == 'PENDING' then lease = pending_expires or expires end
+    redis.call('ZADD', K.leases, lease, item[1])
+    append_claimed(out, item[1])
+  end
+  return #found
+end
+
 -- Claim id for a runner (just taken off the queue; status, just read, may go PENDING): true
 -- when it is now the runner's, RUNNING when run_now else PENDING (claimed ahead), leased until
 -- lease, with a triple id, spec JSON, num_retries appended to out; false when its running key
@@ -349,16 +408,16 @@ local function claim_one(runner, id, status, run_now, lease, out)
     return false
   end
   if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
+  STAMP = 'c'
   if run_now then
     moves(id, {'PENDING', 'RUNNING'}, runner, false, status)
   else
     move(id, 'PENDING', runner, status)
   end
+  STAMP = false
   redis.call('HSET', K.owner, id, runner)
   redis.call('ZADD', K.leases, lease, id)
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', K.spec, id) or '{}'
-  out[#out + 1] = redis.call('HGET', K.retries, id) or '0'
+  append_claimed(out, id)
   return true
 end
 
@@ -369,7 +428,7 @@ end
 -- queue is left empty the wake markers are dropped, so idle runners block in BLPOP instead
 -- of waking for work that is already taken.
 local function claim_runs(runner, max_count, expires, out, n_running, pending_expires)
-  local claimed = 0
+  local claimed = adopt_claims(runner, out, expires, pending_expires)
   while claimed < max_count do
     local popped = redis.call('ZPOPMIN', K.queue)
     if #popped == 0 then break end
@@ -389,6 +448,13 @@ end
 -- waiter runs what it waits on itself instead of handing its slot over. Ids not queued
 -- (running elsewhere, final, parked) are skipped. Returns how many ids were examined.
 local function claim_awaited(runner, ids, expires, out)
+  local before = #out
+  if adopt_claims(runner, out, expires) > 0 then
+    for i, id in ipairs(ids) do
+      if id == out[before + 1] then return i end
+    end
+    return #ids
+  end
   for i, id in ipairs(ids) do
     if redis.call('ZREM', K.queue, id) == 1 then
       local status = redis.call('HGET', K.status, id)
@@ -403,8 +469,15 @@ end
 -- The owner starts an invocation it claimed ahead (PENDING -> RUNNING): 1, or 0 when it no
 -- longer owns it as PENDING (given back, killed, recovered): nothing changed then.
 local function start_pending(runner, id)
-  local status = owned_by(runner, id, {PENDING=true})
+  local status = owned_by(runner, id, {PENDING=true, RUNNING=AGAIN})
   if not status then return 0 end
+  if status == 'RUNNING' then  -- sent again: started only if the lost call started it
+    local last = string.match(redis.call('HGET', K.history, id) or '', '.*(%b{})') or ''
+    if string.find(last, '"b":"' .. CALL_ID .. '"', 1, true) then return 1 end
+    return 0
+  end
+  STAMP = 'b'
   move(id, 'RUNNING', runner, status)
+  STAMP = false
   return 1
 end

@@ -4,7 +4,7 @@
 -- KEYS[7] seq        KEYS[8] priority   KEYS[9] wake
 -- KEYS[10] fseq      KEYS[11] final_at  (declared because the shared enqueue/move may touch them)
 -- KEYS[12] counts     KEYS[13] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] number of calls N
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] number of calls N
 -- ARGV[4 + 5i .. 8 + 5i] (i = 0..N-1): id, spec JSON, ctl JSON, "1" to refuse different non-key
 -- args, task id
 -- Returns: flat list of N pairs {id, code}; code 1 created, 0 existing queued invocation

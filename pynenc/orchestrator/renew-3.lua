@@ -1,6 +1,6 @@
 -- renew: extend the leases of the invocations a runner still owns.
 -- KEYS[1] status  KEYS[2] owner  KEYS[3] leases
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] lease seconds  ARGV[5..] ids
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] lease seconds  ARGV[5..] ids
 -- Returns: the ids the runner no longer owns.
 local runner = ARGV[3]
 local expires = time_in(tonumber(ARGV[4]))

@@ -5,7 +5,7 @@
 -- KEYS[9] reg_index   KEYS[10] wake      KEYS[11] final_at    KEYS[12] owner
 -- KEYS[13] waited_by (declared because the shared move may publish to waiters' runners)
 -- KEYS[14] counts     KEYS[15] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] invocation id
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] invocation id
 -- Returns: 1 re-queued; 0 unknown or not in one of those statuses.
 local id = ARGV[3]
 local status = redis.call('HGET', K.status, id)

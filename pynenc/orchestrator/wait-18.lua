@@ -5,13 +5,14 @@
 -- KEYS[9] reg_index   KEYS[10] final_at  KEYS[11] error     KEYS[12] spec
 -- KEYS[13] retries    KEYS[14] leases    KEYS[15] running_keys KEYS[16] parked
 -- KEYS[17] counts     KEYS[18] failed_at  (status counts and failure times: see the prelude)
--- ARGV[1] caller's clock (unused)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
+-- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
 -- ARGV[5] "1" when cycle control is on
 -- ARGV[6] lease seconds to claim an awaited one for the runner once PAUSED, or '' (no claim)
 -- ARGV[7..] awaited ids
 -- Returns: {0} nothing recorded (waiter not owned, or everything awaited is final);
 --          {1} edges recorded, awaited re-prioritised, waiter PAUSED (or it already was);
---          with a claim asked and the waiter PAUSED here: {1, how many awaited ids were
+--          with a claim asked and the waiter PAUSED here (or already, when sent again after
+--          a lost reply: what that call claimed is returned again): {1, how many awaited ids were
 --          examined (from the last, up to 32), lease expiry, then at most one triple id,
 --          spec JSON, num_retries of the awaited invocation claimed (RUNNING)};
 --          {-10, awaited id, fail_child, chain ids...} a cycle: nothing recorded; the chain
@@ -20,8 +21,24 @@
 --          ended FAILED here (so it can never run and recurse) with a provisional CycleDetectedError
 --          naming ids only; the caller replaces that error with the readable one (fail script).
 local runner, waiter = ARGV[3], ARGV[4]
--- Already PAUSED by this runner: a retried call whose first reply was lost; it was recorded.
-if owned_by(runner, waiter, {PAUSED=true}) then return {1} end
+
+-- With a claim asked: claim one of the awaited (the last ones first, up to 32) for the runner.
+local function claim_for_runner()
+  if ARGV[6] == '' then return {1} end
+  local expires = time_in(tonumber(ARGV[6]))
+  local out = {1, 0, expires}
+  local from_last = {}
+  for i = #ARGV, math.max(7, #ARGV - 31), -1 do from_last[#from_last + 1] = ARGV[i] end
+  out[2] = claim_awaited(runner, from_last, expires, out)
+  return out
+end
+
+-- Already PAUSED by this runner: a call sent again after its reply was lost; the wait was
+-- recorded, and what the lost call claimed is handed over again (claim_awaited adopts it).
+if owned_by(runner, waiter, {PAUSED=true}) then
+  if AGAIN then return claim_for_runner() end
+  return {1}
+end
 if not owned_by(runner, waiter, {RUNNING=true, RESUMED=true}) then return {0} end
 local pending = {}
 for i = 7, #ARGV do
@@ -86,10 +103,4 @@ for _, awaited in ipairs(pending) do
 end
 set_list(K.waiting_for, waiter, waiting)
 move(waiter, 'PAUSED', runner)
-if ARGV[6] == '' then return {1} end
-local expires = time_in(tonumber(ARGV[6]))
-local out = {1, 0, expires}
-local from_last = {}
-for i = #ARGV, math.max(7, #ARGV - 31), -1 do from_last[#from_last + 1] = ARGV[i] end
-out[2] = claim_awaited(runner, from_last, expires, out)
-return out
+return claim_for_runner()

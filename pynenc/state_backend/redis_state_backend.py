@@ -9,6 +9,7 @@ Runner and supervisor info (``publish_info``/``list_info``) lives in the
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -28,6 +29,9 @@ READ_BATCH = 200
 #: answers each call in well under a millisecond, where one HKEYS/HVALS of millions of
 #: entries would block every runner for seconds
 SCAN_COUNT = 5000
+#: the id of each script call (ARGV[1]), unique within the process: a call sent again after a
+#: lost reply carries it marked (redis_wire.sent_again), and the claims it made are found by it
+CALL_IDS = itertools.count(1)
 
 
 def _json_list(raw: str | None) -> list[Any]:
@@ -107,16 +111,16 @@ class RedisStateBackend(BaseStateBackend):
 
     def run(self, script: str, *args: Any) -> Any:
         """Run a script with the KEYS its header names (so Python and Lua cannot disagree)."""
-        return self.conn.run(script, self._keys_of(script), [0, self._channel, *args])
+        return self.conn.run(script, self._keys_of(script), [next(CALL_IDS), self._channel, *args])
 
     def send(self, script: str, *args: Any, after: Sequence[Any] | None = None) -> Callable[[], Any]:
         """:meth:`run`, with the reply read later by the function returned (RedisConnection.send;
         ``after``: a blocking command that the script waits behind)."""
-        return self.conn.send(script, self._keys_of(script), [0, self._channel, *args], after)
+        return self.conn.send(script, self._keys_of(script), [next(CALL_IDS), self._channel, *args], after)
 
     def send_ahead(self, script: str, what: str, *args: Any) -> None:
         """:meth:`run`, with the reply read before this process's next command (RedisConnection.send_ahead)."""
-        self.conn.send_ahead(script, self._keys_of(script), [0, self._channel, *args], what)
+        self.conn.send_ahead(script, self._keys_of(script), [next(CALL_IDS), self._channel, *args], what)
 
     def read_records(self, invocation_ids: Sequence[str]) -> list[InvocationRecord | None]:
         """The records of ``invocation_ids`` in order (None where unknown), READ_BATCH per call."""

@@ -23,8 +23,9 @@ from tests.integration.test_supervisor_tasks import backend_fixture, daemon_fixt
 OK = Outcome(OutcomeKind.SUCCESS, "jnull")
 
 
-@pytest.fixture
-def rapp(redis_url: str) -> Iterator[Pynenc]:
+@pytest.fixture(name="rapp")
+def rapp_fixture(redis_url: str) -> Iterator[Pynenc]:
+    """An app on Redis (a fresh app id), purged afterwards."""
     app = configure(Pynenc(), redis_url)
     yield app
     app.purge()
