@@ -28,6 +28,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("latency_p99_ms", "round trip p99", "ms", False),
     Metric("dispatch_p50_ms", "enqueue to task record p50", "ms", False, chart=False),
     Metric("fanout_parents_per_s", "fan-out/fan-in parents", "parents/s", True),
+    Metric("redis_cpu_us_per_task", "Redis CPU per drained task", "µs", False, chart=False),
+    Metric("worker_cpu_us_per_task", "workers' CPU per drained task", "µs", False, chart=False),
+    Metric("client_cpu_us_per_task", "client CPU per drained task", "µs", False, chart=False),
     Metric("idle_cpu_percent", "idle pool CPU", "% of a core", False),
     Metric("pss_per_worker_mb", "PSS per worker", "MiB", False),
 )

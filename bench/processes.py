@@ -135,6 +135,23 @@ class WorkerPool:
         return {"seconds": round(time.monotonic() - started, 2), "killed": not all(clean)}
 
 
+def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+    """CPU seconds (user + system, with reaped children's) of each process still alive."""
+    out: dict[int, float] = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system + t.children_user + t.children_system
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two :func:`cpu_seconds` readings by the processes in both."""
+    return sum(after[pid] - before[pid] for pid in after if pid in before)
+
+
 def idle_cost(pool: WorkerPool, window: float) -> dict[str, Any]:
     """CPU used by the whole pool over ``window`` seconds of idleness, and its PSS.
 
@@ -145,24 +162,13 @@ def idle_cost(pool: WorkerPool, window: float) -> dict[str, Any]:
     across prefork, spawn and independent-process designs.
     """
 
-    def cpu(procs: list[psutil.Process]) -> dict[int, float]:
-        out: dict[int, float] = {}
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                out[p.pid] = t.user + t.system + t.children_user + t.children_system
-            except psutil.NoSuchProcess:
-                continue
-        return out
-
     pool.check_alive()
     procs = pool.tree()
-    before = cpu(procs)
+    before = cpu_seconds(procs)
     start = time.monotonic()
     time.sleep(window)
     elapsed = time.monotonic() - start
-    after = cpu(procs)
-    used = sum(after[pid] - before[pid] for pid in after if pid in before)
+    used = cpu_used(before, cpu_seconds(procs))
     pss: dict[int, int] = {}
     for p in pool.tree():
         try:
@@ -232,6 +238,13 @@ class Client:
                         f"{_tail(self.log_path)}"
                     )
                 self._buffer += chunk
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the client process has used so far (0 once it has exited)."""
+        try:
+            return sum(cpu_seconds([psutil.Process(self.proc.pid)]).values())
+        except psutil.NoSuchProcess:
+            return 0.0
 
     def close(self) -> None:
         try:

@@ -32,6 +32,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def redis_cpu_seconds(url: str) -> float:
+    """CPU seconds (user + system) the redis-server at ``url`` has used since it started,
+    from its own ``INFO cpu`` (so no process id is needed)."""
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 class BenchRedis:
     def __init__(self) -> None:
         binary = shutil.which("redis-server")

@@ -8,6 +8,7 @@ Order for each system (Redis flushed before and after):
 3. round-trip latency: ``latency_n`` sequential calls through the result API;
 4. end-to-end throughput: ``drain_n`` no-op tasks enqueued (batch API where
    there is one) and drained; from the first enqueue to the last task's record;
+   meanwhile the CPU used by redis-server, the worker pool and the client, per task;
 5. idle cost: CPU of the whole pool over ``idle_window`` seconds, PSS per worker;
 6. fan-out/fan-in: ``parents`` tasks each waiting on ``children`` children
    inside the task, with a deadline; a system that refuses (error recorded by
@@ -27,7 +28,9 @@ from typing import Any
 import redis
 
 from bench import stats
-from bench.processes import WORKER_STOP_GRACE, Client, WorkerPool, idle_cost
+from bench.metrics import METRICS
+from bench.processes import WORKER_STOP_GRACE, Client, WorkerPool, cpu_seconds, cpu_used, idle_cost
+from bench.redis_server import redis_cpu_seconds
 from bench.registry import BenchError, SystemSpec
 from bench.setup_venvs import freeze
 
@@ -102,6 +105,15 @@ def flush(redis_url: str) -> None:
         client.flushall()
     finally:
         client.close()
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """CPU seconds used so far by redis-server, by each worker process, by the client."""
+
+    redis: float
+    workers: dict[int, float]
+    client: float
 
 
 class SystemRun:
@@ -218,13 +230,25 @@ class SystemRun:
         n = self.sizes.drain_n
         for _ in range(self.sizes.repeats):
             pool.check_alive()
+            cpu_before = self.cpu_reading(client, pool)
             answer = self.ask(client, "drain", self.sizes.drain_timeout, n=n, timeout=self.sizes.drain_timeout)
+            self.add_cpu_per_task(cpu_before, self.cpu_reading(client, pool), n)
             if answer["done"] < n:
                 raise BenchError(f"{answer['done']}/{n} tasks done within {self.sizes.drain_timeout:.0f}s")
             self.add("throughput_per_s", stats.rate(n, answer["last"] - answer["t0"]))
             if n > 1 and answer["last"] > answer["first"]:
                 self.add("drain_per_s", stats.rate(n - 1, answer["last"] - answer["first"]))
         self.log(f"throughput done: {[round(v) for v in self.values['throughput_per_s']]} tasks/s")
+
+    def cpu_reading(self, client: Client, pool: WorkerPool) -> CpuReading:
+        return CpuReading(redis_cpu_seconds(self.redis_url), cpu_seconds(pool.tree()), client.cpu_seconds())
+
+    def add_cpu_per_task(self, before: CpuReading, after: CpuReading, n: int) -> None:
+        """Where one drained task's CPU went: redis-server, the worker pool, the client (its
+        enqueue and its wait, which polls LLEN every 5 ms), in microseconds per task."""
+        self.add("redis_cpu_us_per_task", 1e6 * (after.redis - before.redis) / n)
+        self.add("worker_cpu_us_per_task", 1e6 * cpu_used(before.workers, after.workers) / n)
+        self.add("client_cpu_us_per_task", 1e6 * (after.client - before.client) / n)
 
     def idle(self, pool: WorkerPool) -> None:
         samples = []
@@ -281,19 +305,8 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
-# Every metric a system can report, in table order (see bench.report for labels).
-METRIC_KEYS = (
-    "enqueue_single_per_s",
-    "enqueue_batch_per_s",
-    "throughput_per_s",
-    "drain_per_s",
-    "latency_p50_ms",
-    "latency_p99_ms",
-    "dispatch_p50_ms",
-    "fanout_parents_per_s",
-    "idle_cpu_percent",
-    "pss_per_worker_mb",
-)
+# Every metric a system can report, in table order (labels and units: bench.metrics).
+METRIC_KEYS = tuple(metric.key for metric in METRICS)
 
 
 def run_system(spec: SystemSpec, redis_url: str, sizes: Sizes, log_dir: Path) -> dict[str, Any]:

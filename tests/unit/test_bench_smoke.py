@@ -25,7 +25,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 RUN_DEADLINE = 600  # seconds; a hang fails the test instead of blocking the suite
 
-REQUIRED = ("enqueue_single_per_s", "enqueue_batch_per_s", "throughput_per_s", "latency_p50_ms", "latency_p99_ms")
+REQUIRED = (
+    "enqueue_single_per_s",
+    "enqueue_batch_per_s",
+    "throughput_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "redis_cpu_us_per_task",
+    "worker_cpu_us_per_task",
+    "client_cpu_us_per_task",
+)
 
 
 def run_bench(out: Path, peers: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench import stats
+from bench import processes, stats
 
 
 def test_percentile_endpoints_are_min_and_max() -> None:
@@ -70,3 +70,11 @@ def test_rate_divides_and_rejects_non_positive_durations() -> None:
         stats.rate(10, 0.0)
     with pytest.raises(stats.StatsError, match="non-positive"):
         stats.rate(10, -1.0)
+
+
+def test_cpu_used_counts_only_processes_seen_at_both_readings() -> None:
+    # A worker restarted during a drain (pid 3 gone, pid 4 new) must not add its whole
+    # lifetime's CPU, nor subtract what the gone one had used.
+    before = {1: 10.0, 2: 5.0, 3: 7.0}
+    after = {1: 10.5, 2: 5.25, 4: 99.0}
+    assert processes.cpu_used(before, after) == pytest.approx(0.75)
