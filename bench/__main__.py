@@ -7,7 +7,8 @@
 
 ``run`` creates missing peer virtualenvs first (as ``setup`` does), starts one
 private redis-server, measures the redis-benchmark floor, runs every scenario
-against pynenc and each chosen peer in turn, then prints the table and writes
+against pynenc and each chosen peer in rounds (every system once per round, in
+a rotating order: see :mod:`bench.scenarios`), then prints the table and writes
 results.json, table.md and chart.png into the results folder (default
 ``bench/results/<UTC timestamp>``). Exit code 0 when the report was written,
 1 on a harness error, 2 on bad options.
@@ -32,7 +33,7 @@ from bench import floor as floor_mod
 from bench import report
 from bench.redis_server import BenchRedis
 from bench.registry import BENCH_DIR, REPO_ROOT, BenchError, SystemSpec, select
-from bench.scenarios import METRIC_KEYS, run_system, sizes_for
+from bench.scenarios import METRIC_KEYS, run_systems, sizes_for
 from bench.setup_venvs import ensure, ensure_all
 
 
@@ -47,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--no-pynenc", action="store_true", help="measure the peers only")
     run.add_argument("--out", type=Path, help="results folder (default bench/results/<UTC stamp>)")
     run.add_argument("--count", type=int, help="cap every task count (tiny smoke runs)")
-    run.add_argument("--repeats", type=int, help="repeats per scenario (default 3)")
+    run.add_argument("--repeats", type=int, help="rounds: repeats of every scenario per system (default 3)")
     run.add_argument("--no-floor", action="store_true", help="skip the redis-benchmark floor")
     run.add_argument(
         "--fanout-timeout", type=float, help="seconds before a fan-out counts as a deadlock (quick 3, full 120)"
@@ -165,14 +166,13 @@ def run(args: argparse.Namespace) -> int:
                 requests = 3000 if args.quick else 50000
                 floor = floor_mod.measure(binary, "127.0.0.1", server.port, requests)
             print(f"[bench] redis floor: {floor.get('derived') or floor}", flush=True)
-        systems: dict[str, dict[str, Any]] = {}
-        log_dir = out_dir / "logs"
-        for spec in specs:
-            print(f"[bench] --- {spec.name} ({spec.notes}) ---", flush=True)
-            if spec.name in setup_errors:
-                systems[spec.name] = not_measured(spec, f"error: setup failed: {setup_errors[spec.name]}")
-                continue
-            systems[spec.name] = run_system(spec, server.url, sizes, log_dir)
+        measured = run_systems([s for s in specs if s.name not in setup_errors], server.url, sizes, out_dir / "logs")
+        systems: dict[str, dict[str, Any]] = {
+            spec.name: measured[spec.name]
+            if spec.name in measured
+            else not_measured(spec, f"error: setup failed: {setup_errors[spec.name]}")
+            for spec in specs
+        }
     meta["seconds"] = round(time.monotonic() - t0, 1)
     meta["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     document = report.build(meta, sizes.as_dict(), systems, floor)

@@ -14,8 +14,13 @@ Order for each system (Redis flushed before and after):
    inside the task, with a deadline; a system that refuses (error recorded by
    the parent) or deadlocks (deadline passed) is reported as such, once.
 
-Each scenario is repeated ``repeats`` times; a failure is recorded as a note
-for that metric and the run goes on with the next scenario.
+A run goes in ``repeats`` rounds; in each round every system, in turn, starts
+its pool and runs every scenario once (the order of the systems rotates from
+one round to the next). So each system's repeats are spread over the whole run,
+and the machine's drift (other tenants, clock speed) reaches every system alike
+instead of favouring whoever ran in a quiet minute. A failure is recorded as a
+note for that metric and the run goes on with the next scenario; a fan-out found
+deadlocked or failing is not tried again in later rounds.
 """
 
 from __future__ import annotations
@@ -117,7 +122,8 @@ class CpuReading:
 
 
 class SystemRun:
-    """Runs every scenario for one system and collects raw values per repeat."""
+    """Runs every scenario of one system, once per call of :meth:`run` (one round), and
+    collects the values of every round."""
 
     def __init__(self, spec: SystemSpec, redis_url: str, sizes: Sizes, log_dir: Path) -> None:
         self.spec = spec
@@ -129,6 +135,10 @@ class SystemRun:
         self.raw: dict[str, Any] = {}
         self.batch_api: str | None = None
         self.started = time.monotonic()
+        #: seconds spent in this system's rounds
+        self.seconds = 0.0
+        #: this round's fan-out was left deadlocked (its workers are killed, not stopped)
+        self.deadlocked = False
 
     # -- bookkeeping --------------------------------------------------------- #
 
@@ -150,7 +160,16 @@ class SystemRun:
 
     # -- the run --------------------------------------------------------------- #
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> None:
+        """One round: a fresh pool, one repeat of each scenario (``sizes.repeats`` is 1 here)."""
+        round_started = time.monotonic()
+        self.deadlocked = False
+        try:
+            self._round()
+        finally:
+            self.seconds += time.monotonic() - round_started
+
+    def _round(self) -> None:
         flush(self.redis_url)
         client = Client(self.spec, self.redis_url, self.log_dir / f"{self.spec.name}-client.log")
         pool: WorkerPool | None = None
@@ -165,7 +184,8 @@ class SystemRun:
             self.guard("latency_p50_ms", lambda: self.latency(client, pool))
             self.guard("throughput_per_s", lambda: self.drain(client, pool))
             self.guard("idle_cpu_percent", lambda: self.idle(pool))
-            self.guard("fanout_parents_per_s", lambda: self.fanout(client, pool))
+            if "fanout_parents_per_s" not in self.notes:  # deadlocked or failed: said once
+                self.guard("fanout_parents_per_s", lambda: self.fanout(client, pool))
         except Exception as exc:  # noqa: BLE001 - one system's failure must not end the run
             self.log(f"aborted: {type(exc).__name__}: {exc}")
             for metric in METRIC_KEYS:
@@ -173,14 +193,13 @@ class SystemRun:
                     self.note(metric, f"error: {_first_line(exc)}")
         finally:
             if pool is not None:
-                deadlocked = self.notes.get("fanout_parents_per_s", "").startswith("deadlock")
-                self.raw["stop"] = stopped = pool.stop(grace=0.0 if deadlocked else WORKER_STOP_GRACE)
-                if stopped["killed"] and not deadlocked:
+                stopped = pool.stop(grace=0.0 if self.deadlocked else WORKER_STOP_GRACE)
+                self.raw.setdefault("stop", []).append(stopped)
+                if stopped["killed"] and not self.deadlocked:
                     self.log(f"workers ignored SIGTERM for {stopped['seconds']}s: SIGKILLed")
             client.close()
             flush(self.redis_url)
             self.log("stopped")
-        return self.result()
 
     def guard(self, metric: str, scenario: Any) -> None:
         try:
@@ -195,7 +214,7 @@ class SystemRun:
         for mode in ("single", "batch"):
             self.ask(client, "enqueue", self.sizes.drain_timeout, mode=mode, n=min(n, WARM_CALLS))
         flush(self.redis_url)
-        for r in range(self.sizes.repeats):
+        for _ in range(self.sizes.repeats):
             for mode in ("single", "batch"):
                 answer = self.ask(client, "enqueue", self.sizes.drain_timeout, mode=mode, n=n)
                 if "unsupported" in answer:
@@ -203,7 +222,7 @@ class SystemRun:
                     continue
                 self.add(f"enqueue_{mode}_per_s", stats.rate(n, answer["seconds"]))
             flush(self.redis_url)
-            self.log(f"enqueue repeat {r + 1}/{self.sizes.repeats} done")
+            self.log("enqueue done")
 
     def warmup(self, client: Client, pool: WorkerPool) -> None:
         deadline = self.sizes.startup_timeout
@@ -257,7 +276,7 @@ class SystemRun:
             samples.append(sample)
             self.add("idle_cpu_percent", sample["cpu_percent"])
             self.add("pss_per_worker_mb", sample["pss_per_worker_mb"])
-        self.raw["idle"] = samples
+        self.raw.setdefault("idle", []).extend(samples)
         self.log(f"idle done: {[round(v, 2) for v in self.values['idle_cpu_percent']]} % of a core")
 
     def fanout(self, client: Client, pool: WorkerPool) -> None:
@@ -269,6 +288,7 @@ class SystemRun:
             answer = self.ask(client, "fanout", timeout, parents=parents, children=children, timeout=timeout)
             runs.append(answer)
             if answer["timed_out"]:
+                self.deadlocked = True
                 failed = f"; {answer['error_count']} failed with {answer['errors'][0]}" if answer["errors"] else ""
                 self.note(
                     "fanout_parents_per_s",
@@ -283,7 +303,7 @@ class SystemRun:
                 )
                 break
             self.add("fanout_parents_per_s", stats.rate(parents, answer["last"] - answer["t0"]))
-        self.raw["fanout"] = runs
+        self.raw.setdefault("fanout", []).extend(runs)
         self.log(f"fan-out done: {self.values.get('fanout_parents_per_s') or self.notes.get('fanout_parents_per_s')}")
 
     def result(self) -> dict[str, Any]:
@@ -298,6 +318,7 @@ class SystemRun:
             "notes": dict(self.notes),
             "values": self.values,
             "raw": self.raw,
+            "seconds": self.seconds,
         }
 
 
@@ -309,8 +330,20 @@ def _first_line(exc: BaseException) -> str:
 METRIC_KEYS = tuple(metric.key for metric in METRICS)
 
 
-def run_system(spec: SystemSpec, redis_url: str, sizes: Sizes, log_dir: Path) -> dict[str, Any]:
-    started = time.monotonic()
-    result = SystemRun(spec, redis_url, sizes, log_dir).run()
-    result["seconds"] = time.monotonic() - started
-    return result
+def round_order(specs: list[SystemSpec], round_index: int) -> list[SystemSpec]:
+    """The systems in the order of round ``round_index`` (from 0): rotated by one each round,
+    so over ``len(specs)`` rounds every system runs once in every position."""
+    if not specs:
+        return []
+    shift = round_index % len(specs)
+    return specs[shift:] + specs[:shift]
+
+
+def run_systems(specs: list[SystemSpec], redis_url: str, sizes: Sizes, log_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every system in ``sizes.repeats`` rounds (see the module's docstring); results by name."""
+    runs = {spec.name: SystemRun(spec, redis_url, replace(sizes, repeats=1), log_dir) for spec in specs}
+    for round_index in range(sizes.repeats):
+        for spec in round_order(specs, round_index):
+            print(f"[bench] --- round {round_index + 1}/{sizes.repeats}: {spec.name} ({spec.notes}) ---", flush=True)
+            runs[spec.name].run()
+    return {name: system_run.result() for name, system_run in runs.items()}

@@ -1,4 +1,4 @@
-"""Statistics of the benchmark harness: percentiles, summaries, rates."""
+"""The benchmark harness's arithmetic: percentiles, summaries, rates, CPU accounting, round order."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench import processes, stats
+from bench import processes, registry, scenarios, stats
 
 
 def test_percentile_endpoints_are_min_and_max() -> None:
@@ -78,3 +78,17 @@ def test_cpu_used_counts_only_processes_seen_at_both_readings() -> None:
     before = {1: 10.0, 2: 5.0, 3: 7.0}
     after = {1: 10.5, 2: 5.25, 4: 99.0}
     assert processes.cpu_used(before, after) == pytest.approx(0.75)
+
+
+def test_each_round_rotates_the_order_of_the_systems() -> None:
+    # Drift of the machine over a run must not fall on one system: over as many rounds as
+    # systems, every system runs once in every position.
+    specs = registry.select("celery,huey", include_pynenc=True)
+    orders = [[s.name for s in scenarios.round_order(specs, r)] for r in range(4)]
+    assert orders == [
+        ["pynenc", "celery", "huey"],
+        ["celery", "huey", "pynenc"],
+        ["huey", "pynenc", "celery"],
+        ["pynenc", "celery", "huey"],
+    ]
+    assert scenarios.round_order([], 2) == []
