@@ -161,7 +161,7 @@ class SystemRun:
     # -- the run --------------------------------------------------------------- #
 
     def run(self) -> None:
-        """One round: a fresh pool, one repeat of each scenario (``sizes.repeats`` is 1 here)."""
+        """One round: a fresh pool, each scenario once (the rounds are the repeats)."""
         round_started = time.monotonic()
         self.deadlocked = False
         try:
@@ -214,15 +214,14 @@ class SystemRun:
         for mode in ("single", "batch"):
             self.ask(client, "enqueue", self.sizes.drain_timeout, mode=mode, n=min(n, WARM_CALLS))
         flush(self.redis_url)
-        for _ in range(self.sizes.repeats):
-            for mode in ("single", "batch"):
-                answer = self.ask(client, "enqueue", self.sizes.drain_timeout, mode=mode, n=n)
-                if "unsupported" in answer:
-                    self.note(f"enqueue_{mode}_per_s", f"unsupported: {answer['unsupported']}")
-                    continue
-                self.add(f"enqueue_{mode}_per_s", stats.rate(n, answer["seconds"]))
-            flush(self.redis_url)
-            self.log("enqueue done")
+        for mode in ("single", "batch"):
+            answer = self.ask(client, "enqueue", self.sizes.drain_timeout, mode=mode, n=n)
+            if "unsupported" in answer:
+                self.note(f"enqueue_{mode}_per_s", f"unsupported: {answer['unsupported']}")
+                continue
+            self.add(f"enqueue_{mode}_per_s", stats.rate(n, answer["seconds"]))
+        flush(self.redis_url)
+        self.log("enqueue done")
 
     def warmup(self, client: Client, pool: WorkerPool) -> None:
         deadline = self.sizes.startup_timeout
@@ -235,28 +234,26 @@ class SystemRun:
 
     def latency(self, client: Client, pool: WorkerPool) -> None:
         n = self.sizes.latency_n
-        for _ in range(self.sizes.repeats):
-            pool.check_alive()
-            answer = self.ask(client, "latency", n * CALL_TIMEOUT, n=n, timeout=CALL_TIMEOUT)
-            roundtrip = answer["roundtrip"]
-            self.add("latency_p50_ms", 1000 * stats.percentile(roundtrip, 50))
-            self.add("latency_p99_ms", 1000 * stats.percentile(roundtrip, 99))
-            if answer["dispatch"]:
-                self.add("dispatch_p50_ms", 1000 * stats.percentile(answer["dispatch"], 50))
+        pool.check_alive()
+        answer = self.ask(client, "latency", n * CALL_TIMEOUT, n=n, timeout=CALL_TIMEOUT)
+        roundtrip = answer["roundtrip"]
+        self.add("latency_p50_ms", 1000 * stats.percentile(roundtrip, 50))
+        self.add("latency_p99_ms", 1000 * stats.percentile(roundtrip, 99))
+        if answer["dispatch"]:
+            self.add("dispatch_p50_ms", 1000 * stats.percentile(answer["dispatch"], 50))
         self.log(f"latency done: p50 {self.values['latency_p50_ms']} ms")
 
     def drain(self, client: Client, pool: WorkerPool) -> None:
         n = self.sizes.drain_n
-        for _ in range(self.sizes.repeats):
-            pool.check_alive()
-            cpu_before = self.cpu_reading(client, pool)
-            answer = self.ask(client, "drain", self.sizes.drain_timeout, n=n, timeout=self.sizes.drain_timeout)
-            self.add_cpu_per_task(cpu_before, self.cpu_reading(client, pool), n)
-            if answer["done"] < n:
-                raise BenchError(f"{answer['done']}/{n} tasks done within {self.sizes.drain_timeout:.0f}s")
-            self.add("throughput_per_s", stats.rate(n, answer["last"] - answer["t0"]))
-            if n > 1 and answer["last"] > answer["first"]:
-                self.add("drain_per_s", stats.rate(n - 1, answer["last"] - answer["first"]))
+        pool.check_alive()
+        cpu_before = self.cpu_reading(client, pool)
+        answer = self.ask(client, "drain", self.sizes.drain_timeout, n=n, timeout=self.sizes.drain_timeout)
+        self.add_cpu_per_task(cpu_before, self.cpu_reading(client, pool), n)
+        if answer["done"] < n:
+            raise BenchError(f"{answer['done']}/{n} tasks done within {self.sizes.drain_timeout:.0f}s")
+        self.add("throughput_per_s", stats.rate(n, answer["last"] - answer["t0"]))
+        if n > 1 and answer["last"] > answer["first"]:
+            self.add("drain_per_s", stats.rate(n - 1, answer["last"] - answer["first"]))
         self.log(f"throughput done: {[round(v) for v in self.values['throughput_per_s']]} tasks/s")
 
     def cpu_reading(self, client: Client, pool: WorkerPool) -> CpuReading:
@@ -270,40 +267,33 @@ class SystemRun:
         self.add("client_cpu_us_per_task", 1e6 * (after.client - before.client) / n)
 
     def idle(self, pool: WorkerPool) -> None:
-        samples = []
-        for _ in range(self.sizes.repeats):
-            sample = idle_cost(pool, self.sizes.idle_window)
-            samples.append(sample)
-            self.add("idle_cpu_percent", sample["cpu_percent"])
-            self.add("pss_per_worker_mb", sample["pss_per_worker_mb"])
-        self.raw.setdefault("idle", []).extend(samples)
+        sample = idle_cost(pool, self.sizes.idle_window)
+        self.add("idle_cpu_percent", sample["cpu_percent"])
+        self.add("pss_per_worker_mb", sample["pss_per_worker_mb"])
+        self.raw.setdefault("idle", []).append(sample)
         self.log(f"idle done: {[round(v, 2) for v in self.values['idle_cpu_percent']]} % of a core")
 
     def fanout(self, client: Client, pool: WorkerPool) -> None:
         parents, children = self.sizes.fanout_parents, self.sizes.fanout_children
         timeout = self.sizes.fanout_timeout
-        runs = []
-        for _ in range(self.sizes.repeats):
-            pool.check_alive()
-            answer = self.ask(client, "fanout", timeout, parents=parents, children=children, timeout=timeout)
-            runs.append(answer)
-            if answer["timed_out"]:
-                self.deadlocked = True
-                failed = f"; {answer['error_count']} failed with {answer['errors'][0]}" if answer["errors"] else ""
-                self.note(
-                    "fanout_parents_per_s",
-                    f"deadlock: {answer['done']}/{parents} parents and {answer['children_done']}/"
-                    f"{parents * children} children done after {timeout:.0f}s{failed}",
-                )
-                break
-            if answer["error_count"]:
-                self.note(
-                    "fanout_parents_per_s",
-                    f"failed: {answer['error_count']}/{parents} parents failed with {answer['errors'][0]}",
-                )
-                break
+        pool.check_alive()
+        answer = self.ask(client, "fanout", timeout, parents=parents, children=children, timeout=timeout)
+        self.raw.setdefault("fanout", []).append(answer)
+        if answer["timed_out"]:
+            self.deadlocked = True
+            failed = f"; {answer['error_count']} failed with {answer['errors'][0]}" if answer["errors"] else ""
+            self.note(
+                "fanout_parents_per_s",
+                f"deadlock: {answer['done']}/{parents} parents and {answer['children_done']}/"
+                f"{parents * children} children done after {timeout:.0f}s{failed}",
+            )
+        elif answer["error_count"]:
+            self.note(
+                "fanout_parents_per_s",
+                f"failed: {answer['error_count']}/{parents} parents failed with {answer['errors'][0]}",
+            )
+        else:
             self.add("fanout_parents_per_s", stats.rate(parents, answer["last"] - answer["t0"]))
-        self.raw.setdefault("fanout", []).extend(runs)
         self.log(f"fan-out done: {self.values.get('fanout_parents_per_s') or self.notes.get('fanout_parents_per_s')}")
 
     def result(self) -> dict[str, Any]:
@@ -341,7 +331,7 @@ def round_order(specs: list[SystemSpec], round_index: int) -> list[SystemSpec]:
 
 def run_systems(specs: list[SystemSpec], redis_url: str, sizes: Sizes, log_dir: Path) -> dict[str, dict[str, Any]]:
     """Every system in ``sizes.repeats`` rounds (see the module's docstring); results by name."""
-    runs = {spec.name: SystemRun(spec, redis_url, replace(sizes, repeats=1), log_dir) for spec in specs}
+    runs = {spec.name: SystemRun(spec, redis_url, sizes, log_dir) for spec in specs}
     for round_index in range(sizes.repeats):
         for spec in round_order(specs, round_index):
             print(f"[bench] --- round {round_index + 1}/{sizes.repeats}: {spec.name} ({spec.notes}) ---", flush=True)

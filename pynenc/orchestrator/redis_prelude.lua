@@ -346,27 +346,30 @@ local function append_claimed(out, id)
   out[#out + 1] = redis.call('HGET', K.retries, id) or '0'
 end
 
--- After a lost reply (AGAIN), what the lost call may have claimed or started for runner: the
+-- Whether id's last history entry was written by this call's id under key ("c" claimed, "b"
+-- started): what a call sent again after a lost reply looks for.
+local function last_entry_stamped(id, key)
+  local last = string.match(redis.call('HGET', K.history, id) or '', '.*(%b{})')
+  return last ~= nil and string.find(last, '"' .. key .. '":"' .. CALL_ID .. '"', 1, true) ~= nil
+end
+
+-- After a lost reply (AGAIN), what the lost call may have claimed for runner: the
 -- leased invocations the runner owns whose last history entry carries this call's id, as
 -- {id, status}, RUNNING before PENDING. A scan of every lease, only on calls sent again.
 local function claimed_by_lost_call(runner)
   local found = {}
   if not AGAIN then return found end
-  local mark = '"c":"' .. CALL_ID .. '"'
   local ids = redis.call('ZRANGE', K.leases, 0, -1)
   for first = 1, #ids, 1000 do
     local chunk = {unpack(ids, first, math.min(first + 999, #ids))}
     local owners = redis.call('HMGET', K.owner, unpack(chunk))
     for i, id in ipairs(chunk) do
-      if owners[i] == runner then
-        local last = string.match(redis.call('HGET', K.history, id) or '', '.*(%b{})')
-        if last and string.find(last, mark, 1, true) then
-          local status = redis.call('HGET', K.status, id)
-          if status == 'RUNNING' then
-            table.insert(found, 1, {id, status})
-          elseif status == 'PENDING' then
-            found[#found + 1] = {id, status}
-          end
+      if owners[i] == runner and last_entry_stamped(id, 'c') then
+        local status = redis.call('HGET', K.status, id)
+        if status == 'RUNNING' then
+          table.insert(found, 1, {id, status})
+        elseif status == 'PENDING' then
+          found[#found + 1] = {id, status}
         end
       end
     end
@@ -472,8 +475,7 @@ local function start_pending(runner, id)
   local status = owned_by(runner, id, {PENDING=true, RUNNING=AGAIN})
   if not status then return 0 end
   if status == 'RUNNING' then  -- sent again: started only if the lost call started it
-    local last = string.match(redis.call('HGET', K.history, id) or '', '.*(%b{})') or ''
-    if string.find(last, '"b":"' .. CALL_ID .. '"', 1, true) then return 1 end
+    if last_entry_stamped(id, 'b') then return 1 end
     return 0
   end
   STAMP = 'b'
