@@ -1,4 +1,4 @@
--- Shared prelude of every pynenc Redis script, after the TRANSITIONS string generated from
+-- Shared prelude of every pynenc Redis script, after the ALLOWED table generated from
 -- pynenc.status. It is loaded once as the top of the Redis Functions library (each script a
 -- function of it), or, with EVALSHA, prepended to each script. Either way each call first
 -- sets K (the script's header names -> its KEYS) and calls begin_call(ARGV), then runs the
@@ -60,9 +60,10 @@ local WAKE_CAP = 64
 -- waiter needs no read for it (SUCCESS is never left, so such an event cannot be stale).
 local NOTE_MAX = 512
 
--- Whether pynenc.status allows the move (TRANSITIONS lists ' FROM>TO ' pairs).
+-- Whether pynenc.status allows the move (ALLOWED[from][to]).
 local function allowed(from, to)
-  return string.find(TRANSITIONS, ' ' .. from .. '>' .. to .. ' ', 1, true) ~= nil
+  local next = ALLOWED[from]
+  return next ~= nil and next[to] == true
 end
 
 -- Decode stored JSON; a corrupted value reads as empty so one bad entry cannot wedge a script.
@@ -190,6 +191,15 @@ local function notify_waiting_runners(id, note)
   end
 end
 
+-- A runner id as a JSON string (the last one encoded is kept: a call has one runner).
+local LAST_RUNNER, LAST_RUNNER_JSON
+local function json_string(runner)
+  if runner ~= LAST_RUNNER then
+    LAST_RUNNER, LAST_RUNNER_JSON = runner, cjson.encode(runner)
+  end
+  return LAST_RUNNER_JSON
+end
+
 -- Validated status changes (one or several in a row) with their history entries, in one
 -- read and one write of each hash; final statuses are timestamped and published. The runner
 -- is recorded on every entry, or only on the first when first_only (recovery acts for it once).
@@ -203,10 +213,11 @@ local function moves(id, news, runner, first_only, known, result)
     if current and not allowed(current, new) then
       error({err = 'PYNENC -3 ' .. id .. ' ' .. current .. ' ' .. new})
     end
-    local entry = {s = new, t = NOW}
-    if runner and runner ~= '' and (i == 1 or not first_only) then entry.r = runner end
-    if STAMP then entry[STAMP] = CALL_ID end
-    encoded[i] = cjson.encode(entry)
+    local by = ''
+    if runner and runner ~= '' and (i == 1 or not first_only) then by = ',"r":' .. json_string(runner) end
+    local stamp = ''
+    if STAMP then stamp = ',"' .. STAMP .. '":"' .. CALL_ID .. '"' end
+    encoded[i] = '{"s":"' .. new .. '","t":"' .. NOW .. '"' .. by .. stamp .. '}'
     current = new
   end
   redis.call('HSET', K.status, id, current)
