@@ -17,13 +17,15 @@ ctl            hash    id -> JSON ``{"ck": call key, "rk": registration key,
                        "nk": running key, "rr": reroute on concurrency control,
                        "p": parent id, "t": task id}`` (what the scripts decide
                        and count with)
-status         hash    id -> status name (:class:`pynenc.status.InvocationStatus`)
-owner          hash    id -> runner id holding the lease (only while owned)
+state          hash    id -> ``"<status>\\t<owner>\\t<history>"``: the status name
+                       (:class:`pynenc.status.InvocationStatus`), the runner id holding
+                       the lease ('' unless the status is owned) and the history, a
+                       JSON array of ``{"s": status, "t": "time", "r": runner}``. One
+                       field, so each transition is one read and one write
 retries        hash    id -> number of retries so far
 stalls         hash    id -> times its runner died or hung
 result         hash    id -> serialized result
 error          hash    id -> serialized error (:func:`encode_exception`)
-history        hash    id -> JSON array of ``{"s": status, "t": "time", "r": runner}``
 waiting_for    hash    id -> JSON array of ids it waits for
 waited_by      hash    id -> JSON array of ids waiting for it
 priority       hash    id -> number of waiters gained (its queue priority)
@@ -57,13 +59,11 @@ from dataclasses import dataclass
 PER_INVOCATION_HASHES: tuple[str, ...] = (
     "spec",
     "ctl",
-    "status",
-    "owner",
+    "state",
     "retries",
     "stalls",
     "result",
     "error",
-    "history",
     "waiting_for",
     "waited_by",
     "priority",

@@ -88,7 +88,7 @@ class RedisCensus:
 
     def status_counts(self) -> dict[InvocationStatus, int]:
         by_task = self.counters()
-        if by_task is None:  # records older than the counters: count the status hash's values
+        if by_task is None:  # records older than the counters: count the state hash's statuses
             return {InvocationStatus(name): n for name, n in Counter(self.state.statuses().values()).items()}
         totals: Counter[InvocationStatus] = Counter()
         for per_status in by_task.values():

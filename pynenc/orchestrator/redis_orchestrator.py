@@ -37,7 +37,7 @@ from pynenc.models import (
 from pynenc.orchestrator.base import BaseOrchestrator
 from pynenc.orchestrator.redis_census import RedisCensus
 from pynenc.serializer.errors import encode_exception
-from pynenc.state_backend.redis_state_backend import RedisStateBackend
+from pynenc.state_backend.redis_state_backend import RedisStateBackend, state_status
 from pynenc.status import EXECUTING, FINAL, InvocationStatus
 
 log = logging.getLogger("pynenc.redis")
@@ -328,7 +328,7 @@ class RedisOrchestrator(BaseOrchestrator):
 
     # ----- reads ---------------------------------------------------------------------------
     def get_status(self, invocation_id: str) -> InvocationStatus | None:
-        status = self.conn.command("HGET", self.keys.status, invocation_id)
+        status = state_status(self.conn.command("HGET", self.keys.state, invocation_id))
         return InvocationStatus(status) if status else None
 
     def get_record(self, invocation_id: str) -> InvocationRecord | None:
@@ -339,7 +339,7 @@ class RedisOrchestrator(BaseOrchestrator):
 
     def _final_among(self, invocation_ids: list[str]) -> tuple[set[str], set[str]]:
         """(final ids, ids that do not exist)."""
-        statuses = self.conn.command("HMGET", self.keys.status, *invocation_ids)
+        statuses = [state_status(raw) for raw in self.conn.command("HMGET", self.keys.state, *invocation_ids)]
         final = {i for i, s in zip(invocation_ids, statuses, strict=True) if s and InvocationStatus(s) in FINAL}
         missing = {i for i, s in zip(invocation_ids, statuses, strict=True) if not s}
         return final, missing

@@ -175,6 +175,34 @@ local function end_call()
   redis.call('HSET', K.counts, unpack(values))
 end
 
+-- ----- an invocation's state ------------------------------------------------------------------
+-- K.state holds, per id, "<status>\t<owner>\t<history>": its status name, the runner holding
+-- its lease ('' when none: only OWNED statuses have one) and its history, a JSON array of
+-- {"s": status, "t": time, "r": runner} (see moves). One field, so a transition is one read
+-- and one write.
+
+-- status, owner, and where the history starts in raw; false for a value that is not a state
+-- (a corrupted field reads as absent, so one bad entry cannot wedge a script).
+local function parse_state(raw)
+  local a = string.find(raw, '\t', 1, true)
+  local b = a and string.find(raw, '\t', a + 1, true)
+  if not b then return false, '', nil end
+  return string.sub(raw, 1, a - 1), string.sub(raw, a + 1, b - 1), b + 1
+end
+
+-- The stored state of id (raw) and its status and owner; false, '' when unknown.
+local function state_of(id)
+  local raw = redis.call('HGET', K.state, id)
+  if not raw then return false, '', false end
+  local status, owner = parse_state(raw)
+  if not status then return false, '', false end
+  return status, owner, raw
+end
+
+local function status_of(id)
+  return (state_of(id))
+end
+
 -- The final event of id, also on the channel of each runner whose paused invocation waits
 -- on it ("<channel>:<runner id>"): a paused task's runner listens there, not to every final
 -- event of the app.
@@ -183,8 +211,8 @@ local function notify_waiting_runners(id, note)
   if not raw then return end  -- the usual case: nobody waits on it from inside a task
   local notified = {}
   for _, waiter in ipairs(decode(raw)) do
-    local runner = redis.call('HGET', K.owner, waiter)
-    if runner and not notified[runner] then
+    local _, runner = state_of(waiter)
+    if runner ~= '' and not notified[runner] then
       notified[runner] = true
       redis.call('PUBLISH', CHANNEL .. ':' .. runner, note)
     end
@@ -201,13 +229,18 @@ local function json_string(runner)
 end
 
 -- Validated status changes (one or several in a row) with their history entries, in one
--- read and one write of each hash; final statuses are timestamped and published. The runner
+-- read and one write of the state; final statuses are timestamped and published. The runner
 -- is recorded on every entry, or only on the first when first_only (recovery acts for it once).
+-- The owner follows the status: a move into an OWNED status from an unowned one gives the
+-- lease holder's place to runner (a claim), a move out of OWNED clears it.
+-- Returns the new raw state (for a caller that moves the same invocation again).
 local function moves(id, news, runner, first_only, known, result)
-  -- known: the status the caller has just read in this script (saves reading it again);
+  -- known: the raw state the caller has just read in this script (saves reading it again);
   -- result: the payload just stored for a SUCCESS (published with it when small)
-  local current = known or redis.call('HGET', K.status, id)
-  local first = current or false
+  local raw = known or redis.call('HGET', K.state, id)
+  local current, owner, at = false, '', nil
+  if raw then current, owner, at = parse_state(raw) end
+  local first = current
   local encoded = {}
   for i, new in ipairs(news) do
     if current and not allowed(current, new) then
@@ -220,15 +253,18 @@ local function moves(id, news, runner, first_only, known, result)
     encoded[i] = '{"s":"' .. new .. '","t":"' .. NOW .. '"' .. by .. stamp .. '}'
     current = new
   end
-  redis.call('HSET', K.status, id, current)
-  counted(id, first, current)
-  local history = redis.call('HGET', K.history, id)
-  if history and #history > 2 then
-    history = string.sub(history, 1, -2) .. ',' .. table.concat(encoded, ',') .. ']'
-  else
-    history = '[' .. table.concat(encoded, ',') .. ']'
+  if not OWNED[current] then
+    owner = ''
+  elseif owner == '' then
+    owner = runner or ''
   end
-  redis.call('HSET', K.history, id, history)
+  counted(id, first, current)
+  if at and #raw - at > 1 then  -- a history with entries: append to it
+    raw = current .. '\t' .. owner .. '\t' .. string.sub(raw, at, -2) .. ',' .. table.concat(encoded, ',') .. ']'
+  else
+    raw = current .. '\t' .. owner .. '\t[' .. table.concat(encoded, ',') .. ']'
+  end
+  redis.call('HSET', K.state, id, raw)
   if FINAL[current] then
     redis.call('ZADD', K.final_at, NOW, id)
     -- failures by time, for "failed in the last hour" without reading every final record
@@ -238,18 +274,18 @@ local function moves(id, news, runner, first_only, known, result)
     redis.call('PUBLISH', CHANNEL, note)
     notify_waiting_runners(id, note)
   end
+  return raw
 end
 
 local function move(id, new, runner, known, result)
-  moves(id, {new}, runner, false, known, result)
+  return moves(id, {new}, runner, false, known, result)
 end
 
--- The invocation's status when the runner owns it in one of statuses, else false.
+-- The invocation's status and raw state when the runner owns it in one of statuses, else false.
 local function owned_by(runner, id, statuses)
-  local status = redis.call('HGET', K.status, id)
-  if not status or not statuses[status] then return false end
-  if redis.call('HGET', K.owner, id) ~= runner then return false end
-  return status
+  local status, owner, raw = state_of(id)
+  if not status or not statuses[status] or owner ~= runner then return false end
+  return status, raw
 end
 
 -- One marker per new invocation (capped), pushed in one call: every idle runner that can
@@ -279,9 +315,12 @@ local function enqueue(id, front, known_priority, no_wake)
 end
 
 -- A new invocation's first status and history entry (nothing stored before: nothing to read).
+local function new_state(status)
+  return status .. '\t\t[{"s":"' .. status .. '","t":"' .. NOW .. '"}]'
+end
+
 local function record_new(id, status)
-  redis.call('HSET', K.status, id, status)
-  redis.call('HSET', K.history, id, '[' .. cjson.encode({s = status, t = NOW}) .. ']')
+  redis.call('HSET', K.state, id, new_state(status))
   counted(id, false, status)
 end
 
@@ -300,8 +339,9 @@ local function release_key(id)
   local parked = get_list(K.parked, c.nk)
   redis.call('HDEL', K.parked, c.nk)
   for _, parked_id in ipairs(parked) do
-    if redis.call('HGET', K.status, parked_id) == 'CONCURRENCY_CONTROLLED' then
-      move(parked_id, 'REROUTED', nil)
+    local status, _, raw = state_of(parked_id)
+    if status == 'CONCURRENCY_CONTROLLED' then
+      move(parked_id, 'REROUTED', nil, raw)
       enqueue(parked_id, true)
     end
   end
@@ -324,15 +364,16 @@ end
 -- the kind): 1 done; 0 when the runner does not own the invocation (nothing changed).
 -- FAILED may also end one the runner claimed ahead (PENDING) that cannot start, e.g.
 -- its stored call is unreadable: it goes PENDING -> RUNNING -> FAILED.
+local FINISHABLE = {RUNNING=true, RESUMED=true}
+local FINISHABLE_FAILED = {RUNNING=true, RESUMED=true, PENDING=true}
+
 local function finish_run(runner, id, kind, payload)
-  local status = owned_by(runner, id, {RUNNING=true, RESUMED=true, PENDING=(kind == 'FAILED')})
+  local status, raw = owned_by(runner, id, (kind == 'FAILED' and FINISHABLE_FAILED) or FINISHABLE)
   if not status then return 0 end
   if status == 'PENDING' then
-    move(id, 'RUNNING', runner, status)
-    status = 'RUNNING'
+    raw = move(id, 'RUNNING', runner, raw)
   end
   redis.call('ZREM', K.leases, id)
-  redis.call('HDEL', K.owner, id)
   drop_waits(id)
   if kind == 'SUCCESS' then
     redis.call('HSET', K.result, id, payload)
@@ -342,10 +383,10 @@ local function finish_run(runner, id, kind, payload)
   release_key(id)
   if kind == 'RETRY' then
     redis.call('HINCRBY', K.retries, id, 1)
-    move(id, 'RETRY', runner, status)
+    move(id, 'RETRY', runner, raw)
     enqueue(id, false)
   else
-    move(id, kind, runner, status, payload)
+    move(id, kind, runner, raw, payload)
   end
   return 1
 end
@@ -359,8 +400,8 @@ end
 
 -- Whether id's last history entry was written by this call's id under key ("c" claimed, "b"
 -- started): what a call sent again after a lost reply looks for.
-local function last_entry_stamped(id, key)
-  local last = string.match(redis.call('HGET', K.history, id) or '', '.*(%b{})')
+local function last_entry_stamped(raw, key)
+  local last = string.match(raw or '', '.*(%b{})')
   return last ~= nil and string.find(last, '"' .. key .. '":"' .. CALL_ID .. '"', 1, true) ~= nil
 end
 
@@ -373,10 +414,12 @@ local function claimed_by_lost_call(runner)
   local ids = redis.call('ZRANGE', K.leases, 0, -1)
   for first = 1, #ids, 1000 do
     local chunk = {unpack(ids, first, math.min(first + 999, #ids))}
-    local owners = redis.call('HMGET', K.owner, unpack(chunk))
+    local states = redis.call('HMGET', K.state, unpack(chunk))
     for i, id in ipairs(chunk) do
-      if owners[i] == runner and last_entry_stamped(id, 'c') then
-        local status = redis.call('HGET', K.status, id)
+      local raw = states[i]
+      local status, owner = false, ''
+      if raw then status, owner = parse_state(raw) end
+      if owner == runner and last_entry_stamped(raw, 'c') then
         if status == 'RUNNING' then
           table.insert(found, 1, {id, status})
         elseif status == 'PENDING' then
@@ -406,30 +449,29 @@ end
 -- lease, with a triple id, spec JSON, num_retries appended to out; false when its running key
 -- is held elsewhere: it went PENDING -> CONCURRENCY_CONTROLLED (parked on the key) or
 -- PENDING -> CONCURRENCY_CONTROLLED_FINAL.
-local function claim_one(runner, id, status, run_now, lease, out)
+local function claim_one(runner, id, raw, run_now, lease, out)
   local c = ctl(id)
   unindex(id)
   local holder = c.nk and redis.call('HGET', K.running_keys, c.nk)
   if holder and holder ~= id then
     if c.rr then
-      moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED'}, runner, false, status)
+      moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED'}, runner, false, raw)
       local parked = get_list(K.parked, c.nk)
       parked[#parked + 1] = id
       set_list(K.parked, c.nk, parked)
     else
-      moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED_FINAL'}, runner, false, status)
+      moves(id, {'PENDING', 'CONCURRENCY_CONTROLLED_FINAL'}, runner, false, raw)
     end
     return false
   end
   if c.nk then redis.call('HSET', K.running_keys, c.nk, id) end
   STAMP = 'c'
   if run_now then
-    moves(id, {'PENDING', 'RUNNING'}, runner, false, status)
+    moves(id, {'PENDING', 'RUNNING'}, runner, false, raw)
   else
-    move(id, 'PENDING', runner, status)
+    move(id, 'PENDING', runner, raw)
   end
   STAMP = false
-  redis.call('HSET', K.owner, id, runner)
   redis.call('ZADD', K.leases, lease, id)
   append_claimed(out, id)
   return true
@@ -447,12 +489,12 @@ local function claim_runs(runner, max_count, expires, out, n_running, pending_ex
     local popped = redis.call('ZPOPMIN', K.queue)
     if #popped == 0 then break end
     local id = popped[1]
-    local status = redis.call('HGET', K.status, id)
+    local status, _, raw = state_of(id)
     if status and allowed(status, 'PENDING') then
       local run_now = n_running == nil or claimed < n_running
       local lease = expires
       if not run_now then lease = pending_expires or expires end
-      if claim_one(runner, id, status, run_now, lease, out) then claimed = claimed + 1 end
+      if claim_one(runner, id, raw, run_now, lease, out) then claimed = claimed + 1 end
     end
   end
   if redis.call('ZCARD', K.queue) == 0 then redis.call('DEL', K.wake) end
@@ -471,8 +513,8 @@ local function claim_awaited(runner, ids, expires, out)
   end
   for i, id in ipairs(ids) do
     if redis.call('ZREM', K.queue, id) == 1 then
-      local status = redis.call('HGET', K.status, id)
-      if status and allowed(status, 'PENDING') and claim_one(runner, id, status, true, expires, out) then
+      local status, _, raw = state_of(id)
+      if status and allowed(status, 'PENDING') and claim_one(runner, id, raw, true, expires, out) then
         return i
       end
     end
@@ -482,15 +524,18 @@ end
 
 -- The owner starts an invocation it claimed ahead (PENDING -> RUNNING): 1, or 0 when it no
 -- longer owns it as PENDING (given back, killed, recovered): nothing changed then.
+local STARTABLE = {PENDING=true}
+local STARTABLE_AGAIN = {PENDING=true, RUNNING=true}
+
 local function start_pending(runner, id)
-  local status = owned_by(runner, id, {PENDING=true, RUNNING=AGAIN})
+  local status, raw = owned_by(runner, id, (AGAIN and STARTABLE_AGAIN) or STARTABLE)
   if not status then return 0 end
   if status == 'RUNNING' then  -- sent again: started only if the lost call started it
-    if last_entry_stamped(id, 'b') then return 1 end
+    if last_entry_stamped(raw, 'b') then return 1 end
     return 0
   end
   STAMP = 'b'
-  move(id, 'RUNNING', runner, status)
+  move(id, 'RUNNING', runner, raw)
   STAMP = false
   return 1
 end

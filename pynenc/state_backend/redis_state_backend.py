@@ -44,6 +44,15 @@ def _json_list(raw: str | None) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def state_status(raw: str | None) -> str | None:
+    """The status name in a stored state (``"<status>\\t<owner>\\t<history>"``, see
+    :mod:`pynenc.redis_keys`); None when absent or not a state."""
+    if raw is None:
+        return None
+    parts = raw.split("\t", 2)
+    return parts[0] if len(parts) == 3 and parts[0] else None
+
+
 def record_from_values(invocation_id: str, values: Sequence[str | None]) -> InvocationRecord | None:
     """Build a record from the read script's 10 values; None when the invocation does not exist.
 
@@ -145,8 +154,11 @@ class RedisStateBackend(BaseStateBackend):
             found: dict[str, str] = {}  # a retried scan starts over: nothing counted twice
             cursor = 0
             while True:
-                cursor, page = client.hscan(self.keys.status, cursor, count=SCAN_COUNT)
-                found.update(page)
+                cursor, page = client.hscan(self.keys.state, cursor, count=SCAN_COUNT)
+                for invocation_id, raw in page.items():
+                    status = state_status(raw)
+                    if status is not None:
+                        found[invocation_id] = status
                 if int(cursor) == 0:
                     return found
 

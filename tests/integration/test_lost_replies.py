@@ -52,9 +52,13 @@ def sent_then_cut(orchestrator: Any, monkeypatch: pytest.MonkeyPatch, send: Call
 
 
 def owned_by(orchestrator: Any, runner: str) -> set[str]:
-    """The invocations ``runner`` owns (the owner hash: field id -> runner id)."""
-    flat = orchestrator.conn.command("HGETALL", orchestrator.keys.owner)  # [id, runner, id, runner, ...]
-    return {invocation_id for invocation_id, owner in zip(flat[0::2], flat[1::2], strict=True) if owner == runner}
+    """The invocations ``runner`` owns (the state hash: field id -> "<status>\\t<owner>\\t<history>")."""
+    flat = orchestrator.conn.command("HGETALL", orchestrator.keys.state)  # [id, state, id, state, ...]
+    return {
+        invocation_id
+        for invocation_id, state in zip(flat[0::2], flat[1::2], strict=True)
+        if state.split("\t")[1] == runner
+    }
 
 
 def test_a_finish_sent_again_hands_over_what_the_lost_call_started_and_claimed(

@@ -416,7 +416,7 @@ def test_every_key_written_is_in_the_schema(rapp: Pynenc, start_runner: Any, red
     keys = RedisKeys(rapp.app_id)
     assert written and written <= set(keys.all_keys())
     assert all(f"{{{rapp.app_id}}}" in key for key in written)
-    assert {"spec", "status", "history", "result", "final_at", "info"} <= {k.rsplit(":", 1)[1] for k in written}
+    assert {"spec", "state", "result", "final_at", "info"} <= {k.rsplit(":", 1)[1] for k in written}
     assert set(KEY_NAMES) >= {k.rsplit(":", 1)[1] for k in written}
 
 

@@ -61,7 +61,7 @@ def test_app_keys_live_on_one_slot_of_the_cluster(app: Pynenc, redis_cluster: Re
         slots = {client.keyslot(key) for key in keys}
         assert len(slots) == 1
         # The data really is on the cluster: the node that owns the slot holds the status hash.
-        assert client.hlen(RedisKeys(app.app_id).status) == 1
+        assert client.hlen(RedisKeys(app.app_id).state) == 1
     finally:
         client.close()
     assert app.orchestrator.status_counts() == {S.SUCCESS: 1}

@@ -79,7 +79,7 @@ def app_on_its_primary(cluster: RedisCluster) -> tuple[RedisServer, dict[str, st
     app.conf.app_id = f"fo-{uuid.uuid4().hex[:8]}"
     client = cluster.client()
     try:
-        owner = client.get_node_from_key(RedisKeys(app.conf.app_id).status)
+        owner = client.get_node_from_key(RedisKeys(app.conf.app_id).state)
     finally:
         client.close()
     app.conf.redis_url = f"redis+cluster://{HOST}:{owner.port}"

@@ -173,7 +173,7 @@ def test_tls_rediss_url(tmp_path: Path) -> None:
             runner.stop()
         client = server.client()
         try:  # the plain-TCP view of the same server sees what went over TLS
-            assert client.hlen(RedisKeys(app.app_id).status) == 1
+            assert client.hlen(RedisKeys(app.app_id).state) == 1
         finally:
             client.close()
         app.purge()

@@ -94,10 +94,10 @@ def test_every_key_of_an_app_carries_its_hash_tag_and_one_slot() -> None:
 
 
 def test_expire_script_clears_exactly_the_per_invocation_hashes() -> None:
-    # expire HDELs the id from KEYS[2..13]: exactly the per-invocation hashes, nothing after
+    # expire HDELs the id from KEYS[2..11]: exactly the per-invocation hashes, nothing after
     names = SCRIPTS["expire"].key_names
     assert names[: 1 + len(PER_INVOCATION_HASHES)] == ["final_at", *PER_INVOCATION_HASHES]
-    assert len(PER_INVOCATION_HASHES) == 12  # the script's loop says `for i = 2, 13`
+    assert len(PER_INVOCATION_HASHES) == 10  # the script's loop says `for i = 2, 11`
     assert names[1 + len(PER_INVOCATION_HASHES) :] == ["counts", "failed_at"]
 
 

@@ -1,10 +1,10 @@
 -- recover: invocations whose lease expired (their runner died or hung) go back to the queue.
--- KEYS[1] status      KEYS[2] owner      KEYS[3] leases       KEYS[4] stalls
--- KEYS[5] history     KEYS[6] final_at   KEYS[7] waiting_for  KEYS[8] waited_by
--- KEYS[9] ctl         KEYS[10] running_keys KEYS[11] parked   KEYS[12] queue
--- KEYS[13] fseq       KEYS[14] seq       KEYS[15] priority    KEYS[16] reg_index
--- KEYS[17] wake       KEYS[18] error     KEYS[19] spec
--- KEYS[20] counts     KEYS[21] failed_at  (status counts and failure times: see the prelude)
+-- KEYS[1] state         KEYS[2] leases        KEYS[3] stalls
+-- KEYS[4] final_at      KEYS[5] waiting_for   KEYS[6] waited_by
+-- KEYS[7] ctl           KEYS[8] running_keys  KEYS[9] parked        KEYS[10] queue
+-- KEYS[11] fseq         KEYS[12] seq          KEYS[13] priority     KEYS[14] reg_index
+-- KEYS[15] wake         KEYS[16] error        KEYS[17] spec
+-- KEYS[18] counts       KEYS[19] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] max_stalls  ARGV[4] at most this many
 -- Returns: the recovered ids. Each went PENDING -> PENDING_RECOVERY (no stall counted: it never
 -- started) or RUNNING/PAUSED/RESUMED -> RUNNING_RECOVERY (its stall counter +1), running key and
@@ -14,10 +14,8 @@ local max_stalls, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 0, limit)) do
   redis.call('ZREM', K.leases, id)
-  local status = redis.call('HGET', K.status, id)
+  local status, runner = state_of(id)
   if status and OWNED[status] then
-    local runner = redis.call('HGET', K.owner, id) or ''
-    redis.call('HDEL', K.owner, id)
     local recovery = 'RUNNING_RECOVERY'
     local stalls
     if status == 'PENDING' then

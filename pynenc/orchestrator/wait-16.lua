@@ -1,10 +1,10 @@
 -- wait: a running invocation waits for others (PAUSED), with cycle detection; its runner
 -- may claim one of them to run itself right away (as help does).
--- KEYS[1] status      KEYS[2] owner      KEYS[3] ctl        KEYS[4] waiting_for
--- KEYS[5] waited_by   KEYS[6] priority   KEYS[7] queue      KEYS[8] history
--- KEYS[9] reg_index   KEYS[10] final_at  KEYS[11] error     KEYS[12] spec
--- KEYS[13] retries    KEYS[14] leases    KEYS[15] running_keys KEYS[16] parked
--- KEYS[17] counts     KEYS[18] failed_at  (status counts and failure times: see the prelude)
+-- KEYS[1] state         KEYS[2] ctl           KEYS[3] waiting_for
+-- KEYS[4] waited_by     KEYS[5] priority      KEYS[6] queue
+-- KEYS[7] reg_index     KEYS[8] final_at      KEYS[9] error         KEYS[10] spec
+-- KEYS[11] retries      KEYS[12] leases       KEYS[13] running_keys  KEYS[14] parked
+-- KEYS[15] counts       KEYS[16] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
 -- ARGV[5] "1" when cycle control is on
 -- ARGV[6] lease seconds to claim an awaited one for the runner once PAUSED, or '' (no claim)
@@ -42,7 +42,7 @@ end
 if not owned_by(runner, waiter, {RUNNING=true, RESUMED=true}) then return {0} end
 local pending = {}
 for i = 7, #ARGV do
-  local status = redis.call('HGET', K.status, ARGV[i])
+  local status = status_of(ARGV[i])
   if status and not FINAL[status] then pending[#pending + 1] = ARGV[i] end
 end
 if #pending == 0 then return {0} end
@@ -51,7 +51,7 @@ if ARGV[5] == '1' then
   local index = 1
   while index <= #chain do
     for _, parent in ipairs(get_list(K.waited_by, chain[index])) do
-      if not seen[parent] and redis.call('HEXISTS', K.status, parent) == 1 then
+      if not seen[parent] and redis.call('HEXISTS', K.state, parent) == 1 then
         seen[parent] = true
         chain[#chain + 1] = parent
       end
@@ -66,7 +66,7 @@ if ARGV[5] == '1' then
     local c = ctl(awaited)
     if seen[awaited] or (c.ck and calls[c.ck]) then
       local fail_child = 0
-      if redis.call('HGET', K.status, awaited) == 'REGISTERED' and c.p == waiter then
+      if status_of(awaited) == 'REGISTERED' and c.p == waiter then
         fail_child = 1
       end
       local out = {-10, awaited, fail_child}

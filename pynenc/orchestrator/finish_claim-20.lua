@@ -1,11 +1,11 @@
 -- finish_claim: finish (as finish does) and, in the same atomic step, claim up to N more for the
 -- same runner (as claim does), so a busy runner makes one round trip per invocation.
--- KEYS[1] status      KEYS[2] history    KEYS[3] owner       KEYS[4] leases
--- KEYS[5] result      KEYS[6] error      KEYS[7] retries     KEYS[8] waiting_for
--- KEYS[9] waited_by   KEYS[10] ctl       KEYS[11] running_keys KEYS[12] parked
--- KEYS[13] queue      KEYS[14] seq       KEYS[15] fseq       KEYS[16] priority
--- KEYS[17] reg_index  KEYS[18] wake      KEYS[19] final_at   KEYS[20] spec
--- KEYS[21] counts     KEYS[22] failed_at  (status counts and failure times: see the prelude)
+-- KEYS[1] state         KEYS[2] leases
+-- KEYS[3] result        KEYS[4] error         KEYS[5] retries       KEYS[6] waiting_for
+-- KEYS[7] waited_by     KEYS[8] ctl           KEYS[9] running_keys  KEYS[10] parked
+-- KEYS[11] queue        KEYS[12] seq          KEYS[13] fseq         KEYS[14] priority
+-- KEYS[15] reg_index    KEYS[16] wake         KEYS[17] final_at     KEYS[18] spec
+-- KEYS[19] counts       KEYS[20] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
 -- ARGV[5] outcome kind (SUCCESS|FAILED|RETRY)  ARGV[6] payload (result or error)
 -- ARGV[7] max count to claim  ARGV[8] lease seconds

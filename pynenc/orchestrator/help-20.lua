@@ -2,12 +2,12 @@
 -- invocation it ran (as finish does, when one is given) and claims the next awaited one still
 -- queued, to run it now; when there is none and everything the waiter waits on is final, it
 -- resumes the waiter (as resume does). One atomic step.
--- KEYS[1] status      KEYS[2] history    KEYS[3] owner       KEYS[4] leases
--- KEYS[5] result      KEYS[6] error      KEYS[7] retries     KEYS[8] waiting_for
--- KEYS[9] waited_by   KEYS[10] ctl       KEYS[11] running_keys KEYS[12] parked
--- KEYS[13] queue      KEYS[14] seq       KEYS[15] fseq       KEYS[16] priority
--- KEYS[17] reg_index  KEYS[18] wake      KEYS[19] final_at   KEYS[20] spec
--- KEYS[21] counts     KEYS[22] failed_at  (status counts and failure times: see the prelude)
+-- KEYS[1] state         KEYS[2] leases
+-- KEYS[3] result        KEYS[4] error         KEYS[5] retries       KEYS[6] waiting_for
+-- KEYS[7] waited_by     KEYS[8] ctl           KEYS[9] running_keys  KEYS[10] parked
+-- KEYS[11] queue        KEYS[12] seq          KEYS[13] fseq         KEYS[14] priority
+-- KEYS[15] reg_index    KEYS[16] wake         KEYS[17] final_at     KEYS[18] spec
+-- KEYS[19] counts       KEYS[20] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id
 -- ARGV[4] waiter id, or '' not to resume it here (more awaited ids to look at follow)
 -- ARGV[5] id of the awaited invocation to finish, or '' (nothing ran yet)
@@ -31,7 +31,7 @@ out[2] = claim_awaited(runner, {unpack(ARGV, 9)}, expires, out)
 if #out == 4 and waiter ~= '' and owned_by(runner, waiter, {PAUSED=true}) then
   local everything_final = true
   for _, awaited in ipairs(get_list(K.waiting_for, waiter)) do
-    if not FINAL[redis.call('HGET', K.status, awaited) or 'SUCCESS'] then  -- gone counts as final
+    if not FINAL[status_of(awaited) or 'SUCCESS'] then  -- gone counts as final
       everything_final = false
       break
     end

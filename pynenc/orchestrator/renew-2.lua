@@ -1,5 +1,5 @@
 -- renew: extend the leases of the invocations a runner still owns.
--- KEYS[1] status  KEYS[2] owner  KEYS[3] leases
+-- KEYS[1] state         KEYS[2] leases
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] lease seconds  ARGV[5..] ids
 -- Returns: the ids the runner no longer owns.
 local runner = ARGV[3]

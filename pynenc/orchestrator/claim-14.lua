@@ -1,9 +1,9 @@
 -- claim: pop up to N runnable invocations (highest priority first, FIFO within) for a runner.
--- KEYS[1] queue         KEYS[2] status    KEYS[3] history   KEYS[4] spec
--- KEYS[5] ctl           KEYS[6] reg_index KEYS[7] running_keys KEYS[8] parked
--- KEYS[9] owner         KEYS[10] leases   KEYS[11] retries  KEYS[12] final_at
--- KEYS[13] wake          KEYS[14] waited_by (a CONCURRENCY_CONTROLLED_FINAL event goes to waiters' runners)
--- KEYS[15] counts     KEYS[16] failed_at  (status counts and failure times: see the prelude)
+-- KEYS[1] queue         KEYS[2] state         KEYS[3] spec
+-- KEYS[4] ctl           KEYS[5] reg_index     KEYS[6] running_keys  KEYS[7] parked
+-- KEYS[8] leases        KEYS[9] retries       KEYS[10] final_at
+-- KEYS[11] wake         KEYS[12] waited_by  (a CONCURRENCY_CONTROLLED_FINAL event goes to waiters' runners)
+-- KEYS[13] counts       KEYS[14] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] max count  ARGV[5] lease seconds
 -- Returns: flat list {lease expiry, then a triple id, spec JSON, num_retries per invocation now RUNNING}.
 -- Popped invocations whose running key is held elsewhere go PENDING -> CONCURRENCY_CONTROLLED

@@ -1,7 +1,7 @@
 -- resume: PAUSED -> RESUMED for the owner; drops the waiter's wait edges.
--- KEYS[1] status  KEYS[2] owner  KEYS[3] waiting_for  KEYS[4] waited_by  KEYS[5] history  KEYS[6] final_at
--- KEYS[7] counts     KEYS[8] failed_at  (status counts and failure times: see the prelude)
--- KEYS[9] ctl        (the task of the invocation, for the counts)
+-- KEYS[1] state         KEYS[2] waiting_for   KEYS[3] waited_by     KEYS[4] final_at
+-- KEYS[5] counts        KEYS[6] failed_at  (status counts and failure times: see the prelude)
+-- KEYS[7] ctl  (the task of the invocation, for the counts)
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] waiter id
 -- Returns: 1 resumed; 0 the runner no longer owns the paused invocation.
 local runner, id = ARGV[3], ARGV[4]

@@ -1,10 +1,10 @@
 -- finish: the owner reports how a run ended (SUCCESS, FAILED or RETRY).
--- KEYS[1] status      KEYS[2] history    KEYS[3] owner       KEYS[4] leases
--- KEYS[5] result      KEYS[6] error      KEYS[7] retries     KEYS[8] waiting_for
--- KEYS[9] waited_by   KEYS[10] ctl       KEYS[11] running_keys KEYS[12] parked
--- KEYS[13] queue      KEYS[14] seq       KEYS[15] fseq       KEYS[16] priority
--- KEYS[17] reg_index  KEYS[18] wake      KEYS[19] final_at
--- KEYS[20] counts     KEYS[21] failed_at  (status counts and failure times: see the prelude)
+-- KEYS[1] state         KEYS[2] leases
+-- KEYS[3] result        KEYS[4] error         KEYS[5] retries       KEYS[6] waiting_for
+-- KEYS[7] waited_by     KEYS[8] ctl           KEYS[9] running_keys  KEYS[10] parked
+-- KEYS[11] queue        KEYS[12] seq          KEYS[13] fseq         KEYS[14] priority
+-- KEYS[15] reg_index    KEYS[16] wake         KEYS[17] final_at
+-- KEYS[18] counts       KEYS[19] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4] invocation id
 -- ARGV[5] outcome kind (SUCCESS|FAILED|RETRY)  ARGV[6] payload (result or error)
 -- Returns: 1 done; 0 the runner does not own the invocation (nothing changed).

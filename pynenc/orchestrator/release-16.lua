@@ -1,9 +1,9 @@
 -- release: a stopping runner gives unfinished work back (no stall is counted).
--- KEYS[1] status      KEYS[2] owner      KEYS[3] leases       KEYS[4] history
--- KEYS[5] waiting_for KEYS[6] waited_by  KEYS[7] ctl          KEYS[8] running_keys
--- KEYS[9] parked      KEYS[10] queue     KEYS[11] fseq        KEYS[12] seq
--- KEYS[13] priority   KEYS[14] reg_index KEYS[15] wake        KEYS[16] final_at
--- KEYS[17] counts     KEYS[18] failed_at  (status counts and failure times: see the prelude)
+-- KEYS[1] state         KEYS[2] leases
+-- KEYS[3] waiting_for   KEYS[4] waited_by     KEYS[5] ctl           KEYS[6] running_keys
+-- KEYS[7] parked        KEYS[8] queue         KEYS[9] fseq          KEYS[10] seq
+-- KEYS[11] priority     KEYS[12] reg_index    KEYS[13] wake         KEYS[14] final_at
+-- KEYS[15] counts       KEYS[16] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] runner id  ARGV[4..] ids
 -- Returns: the number released. Owned ones go REROUTED at the front of their priority,
 -- with running key and wait edges released; ids the runner does not own are left alone.
@@ -13,7 +13,6 @@ for i = 4, #ARGV do
   local id = ARGV[i]
   if owned_by(runner, id, OWNED) then
     redis.call('ZREM', K.leases, id)
-    redis.call('HDEL', K.owner, id)
     drop_waits(id)
     release_key(id)
     move(id, 'REROUTED', runner)

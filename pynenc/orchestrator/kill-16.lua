@@ -1,13 +1,13 @@
 -- kill: an operator ends a non-final invocation KILLED (result waiters get InvocationKilledError).
--- KEYS[1] status      KEYS[2] owner      KEYS[3] leases       KEYS[4] history
--- KEYS[5] waiting_for KEYS[6] waited_by  KEYS[7] ctl          KEYS[8] running_keys
--- KEYS[9] parked      KEYS[10] queue     KEYS[11] fseq        KEYS[12] seq
--- KEYS[13] priority   KEYS[14] reg_index KEYS[15] wake        KEYS[16] final_at
--- KEYS[17] counts     KEYS[18] failed_at  (status counts and failure times: see the prelude)
+-- KEYS[1] state         KEYS[2] leases
+-- KEYS[3] waiting_for   KEYS[4] waited_by     KEYS[5] ctl           KEYS[6] running_keys
+-- KEYS[7] parked        KEYS[8] queue         KEYS[9] fseq          KEYS[10] seq
+-- KEYS[11] priority     KEYS[12] reg_index    KEYS[13] wake         KEYS[14] final_at
+-- KEYS[15] counts       KEYS[16] failed_at  (status counts and failure times: see the prelude)
 -- ARGV[1] call id (see the prelude)  ARGV[2] channel  ARGV[3] invocation id
 -- Returns: 1 killed; 0 unknown, already final, or in recovery (nothing changed).
 local id = ARGV[3]
-local status = redis.call('HGET', K.status, id)
+local status = status_of(id)
 if not status or FINAL[status] or status == 'PENDING_RECOVERY' or status == 'RUNNING_RECOVERY' then
   return 0
 end
@@ -16,6 +16,5 @@ unindex(id)
 redis.call('ZREM', K.leases, id)
 release_key(id)
 drop_waits(id)
-redis.call('HDEL', K.owner, id)
 move(id, 'KILLED', nil)
 return 1
