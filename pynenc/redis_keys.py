@@ -86,6 +86,11 @@ KEY_NAMES: tuple[str, ...] = PER_INVOCATION_HASHES + (
     "info_exp",
 )
 
+#: Keys of pynenc 0.1 that later versions no longer write: an invocation's status, owner and
+#: history, now one field of ``state``. An app still holding them is upgraded when a process
+#: of a newer pynenc first connects (the ``upgrade`` script); ``purge`` deletes them too.
+LEGACY_KEY_NAMES: tuple[str, ...] = ("status", "owner", "history")
+
 #: Longest the wake-marker list may grow (LTRIM after each push).
 WAKE_LIST_CAP = 64
 
@@ -105,12 +110,12 @@ class RedisKeys:
     app_id: str
 
     def key(self, name: str) -> str:
-        if name not in KEY_NAMES:
+        if name not in KEY_NAMES and name not in LEGACY_KEY_NAMES:
             raise KeyError(f"unknown pynenc redis key {name!r}")
         return prefix(self.app_id) + name
 
     def __getattr__(self, name: str) -> str:
-        if name in KEY_NAMES:
+        if name in KEY_NAMES or name in LEGACY_KEY_NAMES:
             return prefix(self.app_id) + name
         raise AttributeError(name)
 

@@ -16,12 +16,16 @@ from typing import Any
 
 import orjson
 
+from pynenc.exceptions import BackendUnavailableError
 from pynenc.models import HistoryEntry, InvocationRecord
 from pynenc.redis_client import RedisConnection, connection_for, preload_process
-from pynenc.redis_keys import RedisKeys
+from pynenc.redis_keys import LEGACY_KEY_NAMES, RedisKeys
 from pynenc.state_backend.base import BaseStateBackend
 from pynenc.status import InvocationStatus
 
+#: Invocations moved per upgrade call, and the most calls one process makes (10 million ids).
+UPGRADE_BATCH = 1000
+UPGRADE_MAX_CALLS = 10_000
 READ_FIELDS = 10
 #: ids per read-script call when listing every record
 READ_BATCH = 200
@@ -109,6 +113,20 @@ class RedisStateBackend(BaseStateBackend):
         self._channel = self.keys.final_channel.encode()
         #: script name -> the keys its header declares, for this app
         self._script_keys: dict[str, list[bytes]] = {}
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Move what pynenc 0.1 stored in the status, owner and history hashes into ``state``
+        (one EXISTS per process when there is nothing to move)."""
+        if not self.conn.command("EXISTS", self.keys.key("status")):
+            return
+        left = int(self.run("upgrade", UPGRADE_BATCH))
+        for _ in range(UPGRADE_MAX_CALLS):
+            if left == 0:
+                return
+            left = int(self.run("upgrade", UPGRADE_BATCH))
+        app_id = self.keys.app_id
+        raise BackendUnavailableError(f"upgrade of the redis keys of app {app_id!r}: {left} invocations not moved")
 
     def _keys_of(self, script: str) -> list[bytes]:
         keys = self._script_keys.get(script)
@@ -189,7 +207,7 @@ class RedisStateBackend(BaseStateBackend):
 
     def purge(self) -> None:
         """Delete every key of this app (all share its hash tag, so one DEL works on a cluster)."""
-        keys = self.keys.all_keys()
+        keys = self.keys.all_keys() + self.keys.keys(LEGACY_KEY_NAMES)
         self.conn.call(lambda client: client.delete(*keys))
 
     def close(self) -> None:

@@ -969,3 +969,36 @@ def test_script_refusal_is_a_pynenc_error_and_writes_nothing(rapp: Pynenc) -> No
         state.run("finish", "runner-a", call.invocation_id, "BOGUS", "jnull")
     record = orchestrator.get_record(call.invocation_id)
     assert record is not None and record.status is S.RUNNING and record.owner == "runner-a"
+
+
+def test_invocations_stored_by_pynenc_0_1_are_upgraded_and_run(rapp: Pynenc, start_runner: Any) -> None:
+    # pynenc 0.1 kept status, owner and history in three hashes: write two invocations that
+    # way (one queued, one final), then connect as a new process would.
+    orchestrator = orchestrator_of(rapp)
+    queued, done = square(4), square(5)
+    conn, keys = orchestrator.conn, orchestrator.keys
+    for invocation, status in ((queued, "REGISTERED"), (done, "SUCCESS")):
+        history = conn.command("HGET", keys.state, invocation.invocation_id).split("\t")[2]
+        conn.command("HSET", keys.key("status"), invocation.invocation_id, status)
+        conn.command("HSET", keys.key("history"), invocation.invocation_id, history)
+        conn.command("HDEL", keys.state, invocation.invocation_id)
+    conn.command("ZREM", keys.queue, done.invocation_id)
+    conn.command("HSET", keys.result, done.invocation_id, encode_json(25))
+    assert orchestrator.get_status(queued.invocation_id) is None  # invisible until upgraded
+
+    rapp.reset_components()  # a new process: it connects, finds the old hashes, moves them
+    upgraded = orchestrator_of(rapp)
+    assert upgraded.conn.command("EXISTS", keys.key("status"), keys.key("owner"), keys.key("history")) == 0
+    assert upgraded.get_status(done.invocation_id) is S.SUCCESS
+    record = upgraded.get_record(queued.invocation_id)
+    assert record is not None and record.status is S.REGISTERED and record.owner is None
+    assert [entry.status for entry in record.history] == [S.REGISTERED]
+    start_runner()
+    assert queued.get_result(timeout=15) == 16
+    assert done.get_result(timeout=15) == 25
+    assert [status for status, _ in history_of(upgraded, queued.invocation_id)] == [
+        S.REGISTERED,
+        S.PENDING,
+        S.RUNNING,
+        S.SUCCESS,
+    ]

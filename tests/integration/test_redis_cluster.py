@@ -108,6 +108,10 @@ def test_every_script_runs_on_the_cluster(redis_cluster: RedisCluster) -> None:
         assert done
         for item in following:
             assert orchestrator.finish("r2", item.invocation_id, Outcome(OutcomeKind.SUCCESS, "jnull"))
+        state.conn.command("HSET", state.keys.key("status"), "from-0.1", "SUCCESS")  # pynenc 0.1's hashes
+        state.conn.command("HSET", state.keys.key("history"), "from-0.1", "[]")
+        state._upgrade()  # type: ignore[attr-defined]  # what a connecting process does
+        assert orchestrator.get_status("from-0.1") is S.SUCCESS
         target.conf.result_ttl = 0.0
         assert orchestrator.expire_results() >= 3  # the FAILED one and the two just finished
         assert orchestrator.get_record(other.invocation_id) is None
