@@ -17,11 +17,13 @@ ctl            hash    id -> JSON ``{"ck": call key, "rk": registration key,
                        "nk": running key, "rr": reroute on concurrency control,
                        "p": parent id, "t": task id}`` (what the scripts decide
                        and count with)
-state          hash    id -> ``"<status>\\t<owner>\\t<history>"``: the status name
-                       (:class:`pynenc.status.InvocationStatus`), the runner id holding
-                       the lease ('' unless the status is owned) and the history, a
-                       JSON array of ``{"s": status, "t": "time", "r": runner}``. One
-                       field, so each transition is one read and one write
+state          hash    id -> ``"<status>\\t<owner>\\t<task>\\t<keyed>\\t<history>"``:
+                       the status name (:class:`pynenc.status.InvocationStatus`), the
+                       runner id holding the lease ('' unless the status is owned), the
+                       task id, "1" when ctl has a registration or running key (else ''),
+                       and the history, a JSON array of ``{"s": status, "t": "time",
+                       "r": runner}``. One field, so each transition is one read and one
+                       write, and a plain invocation's transitions never read ctl
 retries        hash    id -> number of retries so far
 stalls         hash    id -> times its runner died or hung
 result         hash    id -> serialized result

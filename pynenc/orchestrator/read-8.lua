@@ -8,12 +8,15 @@
 local out = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local status, owner, at = false, '', nil
+  local status, owner, history = false, false, false
   local raw = redis.call('HGET', K.state, id)
-  if raw then status, owner, at = parse_state(raw) end
-  local history = false
-  if at then history = string.sub(raw, at) end
-  if owner == '' then owner = false end
+  if raw then
+    local s, o, _, _, at = parse_state(raw)
+    if s then
+      status, history = s, string.sub(raw, at)
+      if o ~= '' then owner = o end
+    end
+  end
   out[#out + 1] = redis.call('HGET', K.spec, id)
   out[#out + 1] = status
   out[#out + 1] = owner

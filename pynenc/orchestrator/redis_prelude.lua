@@ -14,7 +14,7 @@
 -- Per call (set by the call's first lines; a library's functions share these, and Redis
 -- runs one call at a time): the call's keys, the server time, the channel, decoded ctl,
 -- and what the call changed in the status counts (flushed by end_call).
-local K, NOWN, NOW, NOW_S, NOW_US, CHANNEL, CTL_CACHE, MOVED, TASKS, COUNT_DELTA
+local K, NOWN, NOW, NOW_S, NOW_US, CHANNEL, CTL_CACHE, MOVED, TASKS, PLAIN, COUNT_DELTA
 -- CALL_ID: ARGV[1] without its "-"; AGAIN: the call is sent again after a lost reply;
 -- STAMP: the key under which history entries written now carry CALL_ID: "c" for a claim,
 -- "b" for the start of one claimed ahead (false: none).
@@ -47,7 +47,7 @@ local function begin_call(argv)
   if AGAIN then CALL_ID = string.sub(CALL_ID, 2) end
   STAMP = false
   CTL_CACHE = {}
-  MOVED, TASKS, COUNT_DELTA = {}, {}, {}
+  MOVED, TASKS, PLAIN, COUNT_DELTA = {}, {}, {}, {}
 end
 
 local FINAL = {SUCCESS=true, FAILED=true, CONCURRENCY_CONTROLLED_FINAL=true, KILLED=true}
@@ -96,6 +96,14 @@ local function ctl(id)
   return c
 end
 
+-- What ctl says about keys (rk, nk, rr), read only when the invocation has a registration or
+-- running key: a state read in this call that says it has none (PLAIN) saves the read.
+local NO_KEYS = {}
+local function ctl_keys(id)
+  if PLAIN[id] then return NO_KEYS end
+  return ctl(id)
+end
+
 -- A stored error payload in the format of pynenc.serializer.errors.encode_exception.
 local function error_payload(type_name, message, chain)
   local data = {type = type_name, message = message, args = 'j' .. cjson.encode({message}), traceback = ''}
@@ -116,7 +124,8 @@ end
 -- HMGET and one HSET when more than two changed.
 -- The field "~valid" says the counts cover every stored invocation (see register).
 
--- The task of id: ctl's "t" (every invocation since counts exist), else its spec.
+-- The task of id: from its state when read in this call, else ctl's "t" (every invocation
+-- since counts exist), else its spec.
 local function task_name(id)
   local task = TASKS[id]
   if task == nil then
@@ -176,25 +185,43 @@ local function end_call()
 end
 
 -- ----- an invocation's state ------------------------------------------------------------------
--- K.state holds, per id, "<status>\t<owner>\t<history>": its status name, the runner holding
--- its lease ('' when none: only OWNED statuses have one) and its history, a JSON array of
--- {"s": status, "t": time, "r": runner} (see moves). One field, so a transition is one read
--- and one write.
+-- K.state holds, per id, "<status>\t<owner>\t<task>\t<keyed>\t<history>": its status name,
+-- the runner holding its lease ('' when none: only OWNED statuses have one), its task id,
+-- '1' when it has a registration or running key (ctl must be read to claim or finish it)
+-- else '', and its history, a JSON array of {"s": status, "t": time, "r": runner} (see
+-- moves). One field, so a transition is one read and one write, and a plain invocation's
+-- transitions never read ctl.
 
--- status, owner, and where the history starts in raw; false for a value that is not a state
--- (a corrupted field reads as absent, so one bad entry cannot wedge a script).
+-- status, owner, task, keyed and where the history starts in raw; false for a value that is
+-- not a state (a corrupted field reads as absent, so one bad entry cannot wedge a script).
 local function parse_state(raw)
-  local a = string.find(raw, '\t', 1, true)
-  local b = a and string.find(raw, '\t', a + 1, true)
-  if not b then return false, '', nil end
-  return string.sub(raw, 1, a - 1), string.sub(raw, a + 1, b - 1), b + 1
+  local status, owner, task, keyed, at = string.match(raw, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t()')
+  if not status or status == '' then return false, '', nil, nil, nil end
+  return status, owner, task, keyed, at
+end
+
+-- parse_state, noting what it says about id for this call (its task, whether it has keys).
+local function note_state(id, raw)
+  local status, owner, task, keyed, at = parse_state(raw)
+  if status then
+    TASKS[id] = task
+    PLAIN[id] = keyed == ''
+  end
+  return status, owner, at
+end
+
+-- A new invocation's state (its first history entry; keyed: it has a registration or running key).
+local function new_state(status, task, keyed)
+  local flag = ''
+  if keyed then flag = '1' end
+  return status .. '\t\t' .. task .. '\t' .. flag .. '\t[{"s":"' .. status .. '","t":"' .. NOW .. '"}]'
 end
 
 -- The stored state of id (raw) and its status and owner; false, '' when unknown.
 local function state_of(id)
   local raw = redis.call('HGET', K.state, id)
   if not raw then return false, '', false end
-  local status, owner = parse_state(raw)
+  local status, owner = note_state(id, raw)
   if not status then return false, '', false end
   return status, owner, raw
 end
@@ -239,7 +266,7 @@ local function moves(id, news, runner, first_only, known, result)
   -- result: the payload just stored for a SUCCESS (published with it when small)
   local raw = known or redis.call('HGET', K.state, id)
   local current, owner, at = false, '', nil
-  if raw then current, owner, at = parse_state(raw) end
+  if raw then current, owner, at = note_state(id, raw) end
   local first = current
   local encoded = {}
   for i, new in ipairs(news) do
@@ -259,10 +286,19 @@ local function moves(id, news, runner, first_only, known, result)
     owner = runner or ''
   end
   counted(id, first, current)
-  if at and #raw - at > 1 then  -- a history with entries: append to it
-    raw = current .. '\t' .. owner .. '\t' .. string.sub(raw, at, -2) .. ',' .. table.concat(encoded, ',') .. ']'
+  local task, keyed, entries = TASKS[id], '', table.concat(encoded, ',')
+  if at then  -- task and keyed as note_state parsed them
+    if not PLAIN[id] then keyed = '1' end
+  else  -- no state stored (or a corrupted one, replaced): ctl says the rest
+    local c = ctl(id)
+    task = c.t or '?'
+    if c.rk or c.nk then keyed = '1' end
+  end
+  -- (each branch one concatenation: the history is copied once)
+  if at and #raw - at > 1 then  -- entries stored: append to them
+    raw = current .. '\t' .. owner .. '\t' .. task .. '\t' .. keyed .. '\t' .. string.sub(raw, at, -2) .. ',' .. entries .. ']'
   else
-    raw = current .. '\t' .. owner .. '\t[' .. table.concat(encoded, ',') .. ']'
+    raw = current .. '\t' .. owner .. '\t' .. task .. '\t' .. keyed .. '\t[' .. entries .. ']'
   end
   redis.call('HSET', K.state, id, raw)
   if FINAL[current] then
@@ -309,23 +345,20 @@ local function enqueue(id, front, known_priority, no_wake)
     order = ORDER_BASE + redis.call('INCR', K.seq)
   end
   redis.call('ZADD', K.queue, string.format('%.0f', -priority * PRIORITY_UNIT + order), id)
-  local c = ctl(id)
+  local c = ctl_keys(id)
   if c.rk then redis.call('HSETNX', K.reg_index, c.rk, id) end
   if not no_wake then wake_runners(1) end
 end
 
 -- A new invocation's first status and history entry (nothing stored before: nothing to read).
-local function new_state(status)
-  return status .. '\t\t[{"s":"' .. status .. '","t":"' .. NOW .. '"}]'
-end
-
-local function record_new(id, status)
-  redis.call('HSET', K.state, id, new_state(status))
+local function record_new(id, status, task, keyed)
+  redis.call('HSET', K.state, id, new_state(status, task, keyed))
+  TASKS[id], PLAIN[id] = task, not keyed
   counted(id, false, status)
 end
 
 local function unindex(id)
-  local c = ctl(id)
+  local c = ctl_keys(id)
   if c.rk and redis.call('HGET', K.reg_index, c.rk) == id then
     redis.call('HDEL', K.reg_index, c.rk)
   end
@@ -333,7 +366,7 @@ end
 
 -- Give up the running key (if held) and re-queue, at the front, whoever was parked on it.
 local function release_key(id)
-  local c = ctl(id)
+  local c = ctl_keys(id)
   if not c.nk or redis.call('HGET', K.running_keys, c.nk) ~= id then return end
   redis.call('HDEL', K.running_keys, c.nk)
   local parked = get_list(K.parked, c.nk)
@@ -418,7 +451,7 @@ local function claimed_by_lost_call(runner)
     for i, id in ipairs(chunk) do
       local raw = states[i]
       local status, owner = false, ''
-      if raw then status, owner = parse_state(raw) end
+      if raw then status, owner = parse_state(raw) end  -- (task and keyed unused here)
       if owner == runner and last_entry_stamped(raw, 'c') then
         if status == 'RUNNING' then
           table.insert(found, 1, {id, status})
@@ -450,7 +483,7 @@ end
 -- is held elsewhere: it went PENDING -> CONCURRENCY_CONTROLLED (parked on the key) or
 -- PENDING -> CONCURRENCY_CONTROLLED_FINAL.
 local function claim_one(runner, id, raw, run_now, lease, out)
-  local c = ctl(id)
+  local c = ctl_keys(id)
   unindex(id)
   local holder = c.nk and redis.call('HGET', K.running_keys, c.nk)
   if holder and holder ~= id then

@@ -23,7 +23,6 @@ local created = 0
 -- unused by an existing call is a harmless gap: only the order counts). New calls have
 -- priority 0, so a position is the queue score itself.
 local first_seq = redis.call('INCRBY', K.seq, n) - n + 1
-local registered = new_state('REGISTERED')
 -- The batch's writes, one call per hash at the end. A call with a registration key is
 -- written at once instead, so a later call of the same batch finds it by that key.
 local specs, ctls, states, queued = {}, {}, {}, {}
@@ -32,6 +31,8 @@ for i = 0, n - 1 do
   local id, spec, ctl_json, refuse = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
   local task = ARGV[base + 4]
   local keyed = string.find(ctl_json, '"rk":', 1, true) ~= nil
+  -- (a running key alone does not change how it is registered, but its state says it has keys)
+  local has_keys = keyed or string.find(ctl_json, '"nk":', 1, true) ~= nil
   local c
   local result_id, code = id, 1
   if redis.call('HEXISTS', K.state, id) == 1 then
@@ -54,14 +55,14 @@ for i = 0, n - 1 do
       redis.call('HSET', K.ctl, id, ctl_json)
       CTL_CACHE[id] = c
       TASKS[id] = task
-      record_new(id, 'REGISTERED')
+      record_new(id, 'REGISTERED', task, true)
       redis.call('ZADD', K.queue, score, id)
       redis.call('HSETNX', K.reg_index, c.rk, id)
     else
       local at = #specs
       specs[at + 1], specs[at + 2] = id, spec
       ctls[at + 1], ctls[at + 2] = id, ctl_json
-      states[at + 1], states[at + 2] = id, registered
+      states[at + 1], states[at + 2] = id, new_state('REGISTERED', task, has_keys)
       queued[at + 1], queued[at + 2] = score, id
       count_add('REGISTERED', task, 1)
     end

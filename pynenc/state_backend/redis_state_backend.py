@@ -49,12 +49,12 @@ def _json_list(raw: str | None) -> list[Any]:
 
 
 def state_status(raw: str | None) -> str | None:
-    """The status name in a stored state (``"<status>\\t<owner>\\t<history>"``, see
-    :mod:`pynenc.redis_keys`); None when absent or not a state."""
+    """The status name in a stored state (``"<status>\\t<owner>\\t<task>\\t<keyed>\\t<history>"``,
+    see :mod:`pynenc.redis_keys`); None when absent or not a state."""
     if raw is None:
         return None
-    parts = raw.split("\t", 2)
-    return parts[0] if len(parts) == 3 and parts[0] else None
+    parts = raw.split("\t", 4)
+    return parts[0] if len(parts) == 5 and parts[0] else None
 
 
 def record_from_values(invocation_id: str, values: Sequence[str | None]) -> InvocationRecord | None:

@@ -52,7 +52,7 @@ def sent_then_cut(orchestrator: Any, monkeypatch: pytest.MonkeyPatch, send: Call
 
 
 def owned_by(orchestrator: Any, runner: str) -> set[str]:
-    """The invocations ``runner`` owns (the state hash: field id -> "<status>\\t<owner>\\t<history>")."""
+    """The invocations ``runner`` owns (the state hash: field id -> "<status>\\t<owner>\\t...")."""
     flat = orchestrator.conn.command("HGETALL", orchestrator.keys.state)  # [id, state, id, state, ...]
     return {
         invocation_id

@@ -978,7 +978,7 @@ def test_invocations_stored_by_pynenc_0_1_are_upgraded_and_run(rapp: Pynenc, sta
     queued, done = square(4), square(5)
     conn, keys = orchestrator.conn, orchestrator.keys
     for invocation, status in ((queued, "REGISTERED"), (done, "SUCCESS")):
-        history = conn.command("HGET", keys.state, invocation.invocation_id).split("\t")[2]
+        history = conn.command("HGET", keys.state, invocation.invocation_id).split("\t")[4]
         conn.command("HSET", keys.key("status"), invocation.invocation_id, status)
         conn.command("HSET", keys.key("history"), invocation.invocation_id, history)
         conn.command("HDEL", keys.state, invocation.invocation_id)
