@@ -14,8 +14,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.final_at, '-inf', cutoff, 'LIM
   redis.call('ZREM', K.final_at, id)
   local status = status_of(id)
   if status and FINAL[status] then
-    task_name(id)  -- read now: the counts' end_call needs it after ctl and spec are gone
-    counted(id, status, false)
+    count_move(task_name(id), status, false)  -- (the task read before ctl and spec are gone)
     redis.call('ZREM', K.failed_at, id)
     for i = 2, 11 do redis.call('HDEL', KEYS[i], id) end
     removed = removed + 1

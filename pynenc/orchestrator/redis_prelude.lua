@@ -14,7 +14,7 @@
 -- Per call (set by the call's first lines; a library's functions share these, and Redis
 -- runs one call at a time): the call's keys, the server time, the channel, decoded ctl,
 -- and what the call changed in the status counts (flushed by end_call).
-local K, NOWN, NOW, NOW_S, NOW_US, CHANNEL, CTL_CACHE, MOVED, TASKS, PLAIN, COUNT_DELTA
+local K, NOWN, NOW, NOW_S, NOW_US, CHANNEL, CTL_CACHE, TASKS, PLAIN, COUNT_DELTA
 -- CALL_ID: ARGV[1] without its "-"; AGAIN: the call is sent again after a lost reply;
 -- STAMP: the key under which history entries written now carry CALL_ID: "c" for a claim,
 -- "b" for the start of one claimed ahead (false: none).
@@ -47,7 +47,7 @@ local function begin_call(argv)
   if AGAIN then CALL_ID = string.sub(CALL_ID, 2) end
   STAMP = false
   CTL_CACHE = {}
-  MOVED, TASKS, PLAIN, COUNT_DELTA = {}, {}, {}, {}
+  TASKS, PLAIN, COUNT_DELTA = {}, {}, {}
 end
 
 local FINAL = {SUCCESS=true, FAILED=true, CONCURRENCY_CONTROLLED_FINAL=true, KILLED=true}
@@ -117,11 +117,12 @@ end
 
 -- ----- status counts ------------------------------------------------------------------------
 -- K.counts holds "<status>\t<task id>" -> how many stored invocations of that task are in that
--- status, so `pynenc status` never reads every record. A call notes each invocation's first
--- and last status (counted); end_call, run after the script's body (also when it raised),
--- adds the net changes, however many moves the call made: one HINCRBY per (status, task) that
--- changed (a busy runner's finish + start + claim nets to REGISTERED -1, SUCCESS +1), or one
--- HMGET and one HSET when more than two changed.
+-- status, so `pynenc status` never reads every record. A call adds up what its moves change
+-- (count_move: -1 for the status left, +1 for the one entered, per task), and end_call, run
+-- after the script's body (also when it raised), writes the net changes, however many moves
+-- the call made: one HINCRBY per (status, task) that changed (a busy runner's finish + start
+-- + claim nets to REGISTERED -1, SUCCESS +1), or one HMGET and one HSET when more than two
+-- changed.
 -- The field "~valid" says the counts cover every stored invocation (see register).
 
 -- The task of id: from its state when read in this call, else ctl's "t" (every invocation
@@ -138,35 +139,27 @@ local function task_name(id)
   return task
 end
 
--- id's status went from old to new in this call (old false: a new invocation; new false: removed).
-local function counted(id, old, new)
-  local noted = MOVED[id]
-  if noted then
-    noted[2] = new
-  else
-    MOVED[id] = {old, new}
+-- An invocation of task went from status old to new (old false: a new invocation; new
+-- false: removed). COUNT_DELTA: task -> status -> net change (no field names built per move).
+local function count_move(task, old, new)
+  if old == new then return end
+  local by_status = COUNT_DELTA[task]
+  if not by_status then
+    by_status = {}
+    COUNT_DELTA[task] = by_status
   end
-end
-
--- A change the caller has netted itself (register's batch: one entry per task).
-local function count_add(status, task, by)
-  local field = status .. '\t' .. task
-  COUNT_DELTA[field] = (COUNT_DELTA[field] or 0) + by
+  if old then by_status[old] = (by_status[old] or 0) - 1 end
+  if new then by_status[new] = (by_status[new] or 0) + 1 end
 end
 
 local function end_call()
-  for id, noted in pairs(MOVED) do
-    if noted[1] ~= noted[2] then
-      local task = task_name(id)
-      if noted[1] then count_add(noted[1], task, -1) end
-      if noted[2] then count_add(noted[2], task, 1) end
-    end
-  end
   local fields, changes = {}, {}
-  for field, by in pairs(COUNT_DELTA) do
-    if by ~= 0 then
-      fields[#fields + 1] = field
-      changes[#changes + 1] = by
+  for task, by_status in pairs(COUNT_DELTA) do
+    for status, by in pairs(by_status) do
+      if by ~= 0 then
+        fields[#fields + 1] = status .. '\t' .. task
+        changes[#changes + 1] = by
+      end
     end
   end
   if #fields <= 2 then  -- a busy runner's call (REGISTERED -1, SUCCESS +1), a batch register
@@ -285,7 +278,6 @@ local function moves(id, news, runner, first_only, known, result)
   elseif owner == '' then
     owner = runner or ''
   end
-  counted(id, first, current)
   local task, keyed, entries = TASKS[id], '', table.concat(encoded, ',')
   if at then  -- task and keyed as note_state parsed them
     if not PLAIN[id] then keyed = '1' end
@@ -294,6 +286,7 @@ local function moves(id, news, runner, first_only, known, result)
     task = c.t or '?'
     if c.rk or c.nk then keyed = '1' end
   end
+  count_move(task, first, current)
   -- (each branch one concatenation: the history is copied once)
   if at and #raw - at > 1 then  -- entries stored: append to them
     raw = current .. '\t' .. owner .. '\t' .. task .. '\t' .. keyed .. '\t' .. string.sub(raw, at, -2) .. ',' .. entries .. ']'
@@ -354,7 +347,7 @@ end
 local function record_new(id, status, task, keyed)
   redis.call('HSET', K.state, id, new_state(status, task, keyed))
   TASKS[id], PLAIN[id] = task, not keyed
-  counted(id, false, status)
+  count_move(task, false, status)
 end
 
 local function unindex(id)

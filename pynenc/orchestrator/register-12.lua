@@ -64,7 +64,7 @@ for i = 0, n - 1 do
       ctls[at + 1], ctls[at + 2] = id, ctl_json
       states[at + 1], states[at + 2] = id, new_state('REGISTERED', task, has_keys)
       queued[at + 1], queued[at + 2] = score, id
-      count_add('REGISTERED', task, 1)
+      count_move(task, false, 'REGISTERED')
     end
     created = created + 1
   end
