@@ -168,7 +168,7 @@ class SlotWriter:
 
     def holds_permit(self) -> bool:
         """Whether this slot is RUNNING (read from its state field alone: only we change it)."""
-        return self.table.state_of(self.index) is SlotState.RUNNING
+        return self.table.in_state(self.index, SlotState.RUNNING)
 
     def any_resuming(self) -> bool:
         """Whether a paused invocation waits for a permit (read without the pool lock: a slot

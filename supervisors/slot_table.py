@@ -425,10 +425,17 @@ class SlotTable:
         except ValueError:
             return SlotState.EMPTY
 
+    def in_state(self, index: int, state: SlotState) -> bool:
+        """Whether slot ``index``'s state field is ``state`` (as :meth:`state_of`, without
+        building an enum member: a runner asks before every claim)."""
+        buf, base = self._locate(index)
+        return bool(_STATE.unpack_from(buf, base + _PAYLOAD_OFFSET + _STATE_OFFSET)[0] == state)
+
     def any_in_state(self, state: SlotState) -> bool:
         """Whether some slot shows ``state``: an advisory glance at the state fields only (no
         consistent snapshot, no CRC), cheap enough for a runner to ask before every claim."""
-        return int(state) in self.states()
+        buf, _ = self._locate(0)
+        return int(state) in self._states.unpack_from(buf, _HEADER_SIZE + _PAYLOAD_OFFSET + _STATE_OFFSET)
 
     def states(self) -> list[int]:
         """The state field of every slot, as ints: advisory, without a consistent snapshot or CRC.

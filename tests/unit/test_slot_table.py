@@ -82,7 +82,10 @@ def test_lifecycle_helpers(table: Any) -> None:
     assert table.find_pid(101) == 1
     assert table.find_pid(999) is None
 
+    assert not table.in_state(0, SlotState.RUNNING) and not table.any_in_state(SlotState.RUNNING)
     table.set_running(0, "inv-9", "tasks.mul")
+    assert table.in_state(0, SlotState.RUNNING) and not table.in_state(1, SlotState.RUNNING)
+    assert table.any_in_state(SlotState.RUNNING) and not table.any_in_state(SlotState.RESUMING)
     running = table.read(0)
     assert (running.state, running.invocation_id, running.task_id) == (SlotState.RUNNING, "inv-9", "tasks.mul")
     assert running.started_at == running.heartbeat > 0
