@@ -4,6 +4,7 @@
     python -m bench run [--quick] [--peers celery,rq] [--no-pynenc] [--out DIR]
                         [--count N] [--repeats R] [--no-floor] [--fanout-timeout S]
     python -m bench publish DIR     # a run's table and chart into docs/benchmarks.md
+    python -m bench script-cost [--tasks N] [--callgrind]   # Redis' cost of a busy call
 
 ``run`` creates missing peer virtualenvs first (as ``setup`` does), starts one
 private redis-server, measures the redis-benchmark floor, runs every scenario
@@ -55,6 +56,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     publish = sub.add_parser("publish", help="put a run's results into docs/benchmarks.md")
     publish.add_argument("results", type=Path, help="a results folder written by `run`")
+    cost = sub.add_parser("script-cost", help="what Redis spends on a busy runner's script call (bench.script_cost)")
+    cost.add_argument("--tasks", type=int, default=1000, help="busy calls to make (default 1000)")
+    cost.add_argument("--callgrind", action="store_true", help="count redis-server's instructions (needs valgrind)")
     return parser.parse_args(argv)
 
 
@@ -199,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "publish":
             return publish(args.results)
+        if args.command == "script-cost":
+            from bench.script_cost import measure
+
+            print("\n".join(measure(args.tasks, args.callgrind).lines()))
+            return 0
         return run(args)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)

@@ -52,6 +52,9 @@ class BenchRedis:
         self.dir = Path(tempfile.mkdtemp(prefix="pynenc-bench-redis-"))
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        #: a command the server runs under (e.g. valgrind), set before start
+        self.prefix: list[str] = []
+        self.start_timeout = START_TIMEOUT
 
     @property
     def url(self) -> str:
@@ -68,7 +71,7 @@ class BenchRedis:
         for _ in range(5):  # another process may grab the port between pick and bind
             self.port = _free_port()
             argv = [
-                self.binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.dir),
+                *self.prefix, self.binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.dir),
                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
             ]  # fmt: skip
             log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - handed to the child
@@ -84,7 +87,7 @@ class BenchRedis:
     def _ready(self) -> bool:
         assert self.proc is not None
         probe = redis.Redis(host=HOST, port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
