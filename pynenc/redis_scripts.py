@@ -57,22 +57,35 @@ class Script:
         self.key_names = [keys[i] for i in sorted(keys)]
         if sorted(keys) != list(range(1, declared + 1)):
             raise ValueError(f"{path.name}: header lists KEYS {sorted(keys)}, file name says {declared}")
-        self.source = prelude + "\n" + self.call_source()
+        self.source = prelude + "\n" + self.body_source() + self.call_source()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         #: its name in the Functions library (set by :class:`Library`)
         self.function = ""
 
-    def call_source(self) -> str:
+    def body_source(self) -> str:
+        """The script's body as a function of (KEYS, ARGV): in a library it is defined once,
+        not made anew by every call."""
+        return f"local function body_{self.name}(KEYS, ARGV)\n{self.body}\nend\n"
+
+    def call_source(self, keys_table: str | None = None) -> str:
         """One call: K (header names -> KEYS), the prelude's begin_call, the body, then end_call.
 
+        ``keys_table``: a table kept by the library for this script, refilled on each call
+        (every call sets the same names) instead of a new table per call.
         The body runs under pcall so that end_call (which writes the status counts of what
         the body changed) runs also when the body raised: Redis keeps a script's writes up
         to an error, and the counts must match them. The error is then raised again as is.
         """
-        names = ", ".join(f"{name}=KEYS[{i}]" for i, name in enumerate(self.key_names, 1))
+        if keys_table is None:
+            names = ", ".join(f"{name}=KEYS[{i}]" for i, name in enumerate(self.key_names, 1))
+            set_keys = f"K = {{{names}}}\n"
+        else:
+            set_keys = f"K = {keys_table}\n" + "".join(
+                f"K.{name} = KEYS[{i}]\n" for i, name in enumerate(self.key_names, 1)
+            )
         return (
-            f"K = {{{names}}}\nbegin_call(ARGV)\n"
-            f"local ok, result = pcall(function()\n{self.body}\nend)\n"
+            f"{set_keys}begin_call(ARGV)\n"
+            f"local ok, result = pcall(body_{self.name}, KEYS, ARGV)\n"
             "end_call()\nif not ok then error(result, 0) end\nreturn result\n"
         )
 
@@ -92,7 +105,8 @@ class Library:
             script.function = f"{self.name}_{name}"
             flags = ", ".join(repr(flag) for flag in script.flags)
             parts.append(
-                f"\nlocal function call_{name}(KEYS, ARGV)\n{script.call_source()}end\n"
+                f"\n{script.body_source()}local K_{name} = {{}}\n"
+                f"local function call_{name}(KEYS, ARGV)\n{script.call_source(f'K_{name}')}end\n"
                 f"redis.register_function{{function_name='{script.function}', callback=call_{name}, "
                 f"flags={{{flags}}}}}\n"
             )

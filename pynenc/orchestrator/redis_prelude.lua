@@ -22,11 +22,11 @@ local CALL_ID, AGAIN, STAMP
 
 -- Times are strings of seconds with six decimals ("1764300000.123456"), built from TIME's
 -- own digits: exact, and without formatting a float (glibc's float printing cost a few
--- microseconds each, several times per call).
+-- microseconds each, several times per call). NOW is TIME's two strings joined, padded.
 local function set_now(seconds, microseconds)
-  NOW_S, NOW_US = seconds, microseconds
-  NOWN = seconds + microseconds / 1000000
-  NOW = string.format('%d.%06d', seconds, microseconds)
+  NOW_S, NOW_US = tonumber(seconds), tonumber(microseconds)
+  NOWN = NOW_S + NOW_US / 1000000
+  NOW = seconds .. '.' .. string.sub('00000' .. microseconds, -6)
 end
 
 -- The time `seconds` (a number, may be negative or fractional) from now, in NOW's format.
@@ -40,7 +40,7 @@ end
 
 local function begin_call(argv)
   local time = redis.call('TIME')
-  set_now(tonumber(time[1]), tonumber(time[2]))
+  set_now(time[1], time[2])
   CHANNEL = argv[2]
   CALL_ID = argv[1]
   AGAIN = string.sub(CALL_ID, 1, 1) == '-'

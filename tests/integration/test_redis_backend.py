@@ -205,9 +205,7 @@ def test_script_times_are_the_servers_clock_with_six_exact_decimals(
 ) -> None:
     """History times and lease ends are built from TIME's digits, not by printing a float:
     zero-padded microseconds, carries across the second, negative offsets (expiry cutoffs)."""
-    probe = (
-        prelude_source() + "\nset_now(tonumber(ARGV[1]), tonumber(ARGV[2]))\nreturn {NOW, time_in(tonumber(ARGV[3]))}"
-    )
+    probe = prelude_source() + "\nset_now(ARGV[1], ARGV[2])\nreturn {NOW, time_in(tonumber(ARGV[3]))}"
     reply = redis_server.client().eval(probe, 0, seconds, microseconds, repr(offset))
     assert [value.decode() for value in reply] == [now, later]
 
