@@ -62,8 +62,8 @@ local NOTE_MAX = 512
 
 -- Whether pynenc.status allows the move (ALLOWED[from][to]).
 local function allowed(from, to)
-  local next = ALLOWED[from]
-  return next ~= nil and next[to] == true
+  local targets = ALLOWED[from]
+  return targets ~= nil and targets[to] == true
 end
 
 -- Decode stored JSON; a corrupted value reads as empty so one bad entry cannot wedge a script.
