@@ -203,11 +203,21 @@ local function note_state(id, raw)
   return status, owner, at
 end
 
+-- A state's value from its parts (keyed: the flag, '1' or ''; history: the JSON array). The
+-- one place that writes the format, but for moves' append, which copies the history once.
+local function state_value(status, owner, task, keyed, history)
+  return status .. '\t' .. owner .. '\t' .. task .. '\t' .. keyed .. '\t' .. history
+end
+
+-- The keyed flag of an invocation whose ctl is c: '1' with a registration or running key.
+local function keyed_flag(c)
+  if c.rk or c.nk then return '1' end
+  return ''
+end
+
 -- A new invocation's state (its first history entry; keyed: it has a registration or running key).
 local function new_state(status, task, keyed)
-  local flag = ''
-  if keyed then flag = '1' end
-  return status .. '\t\t' .. task .. '\t' .. flag .. '\t[{"s":"' .. status .. '","t":"' .. NOW .. '"}]'
+  return state_value(status, '', task, (keyed and '1') or '', '[{"s":"' .. status .. '","t":"' .. NOW .. '"}]')
 end
 
 -- The stored state of id (raw) and its status and owner; false, '' when unknown.
@@ -283,15 +293,13 @@ local function moves(id, news, runner, first_only, known, result)
     if not PLAIN[id] then keyed = '1' end
   else  -- no state stored (or a corrupted one, replaced): ctl says the rest
     local c = ctl(id)
-    task = c.t or '?'
-    if c.rk or c.nk then keyed = '1' end
+    task, keyed = c.t or '?', keyed_flag(c)
   end
   count_move(task, first, current)
-  -- (each branch one concatenation: the history is copied once)
-  if at and #raw - at > 1 then  -- entries stored: append to them
+  if at and #raw - at > 1 then  -- entries stored: append to them, copying the history once
     raw = current .. '\t' .. owner .. '\t' .. task .. '\t' .. keyed .. '\t' .. string.sub(raw, at, -2) .. ',' .. entries .. ']'
   else
-    raw = current .. '\t' .. owner .. '\t' .. task .. '\t' .. keyed .. '\t[' .. entries .. ']'
+    raw = state_value(current, owner, task, keyed, '[' .. entries .. ']')
   end
   redis.call('HSET', K.state, id, raw)
   if FINAL[current] then

@@ -13,10 +13,7 @@ for i = 1, #page, 2 do
   if OWNED[status] then owner = redis.call('HGET', K.owner, id) or '' end
   local history = redis.call('HGET', K.history, id) or '[]'
   local c = ctl(id)
-  local keyed = ''
-  if c.rk or c.nk then keyed = '1' end
-  local state = status .. '\t' .. owner .. '\t' .. (c.t or '?') .. '\t' .. keyed .. '\t' .. history
-  redis.call('HSETNX', K.state, id, state)
+  redis.call('HSETNX', K.state, id, state_value(status, owner, c.t or '?', keyed_flag(c), history))
   redis.call('HDEL', K.status, id)
   redis.call('HDEL', K.owner, id)
   redis.call('HDEL', K.history, id)

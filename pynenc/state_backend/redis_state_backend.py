@@ -120,11 +120,11 @@ class RedisStateBackend(BaseStateBackend):
         (one EXISTS per process when there is nothing to move)."""
         if not self.conn.command("EXISTS", self.keys.key("status")):
             return
-        left = int(self.run("upgrade", UPGRADE_BATCH))
+        left = -1
         for _ in range(UPGRADE_MAX_CALLS):
+            left = int(self.run("upgrade", UPGRADE_BATCH))
             if left == 0:
                 return
-            left = int(self.run("upgrade", UPGRADE_BATCH))
         app_id = self.keys.app_id
         raise BackendUnavailableError(f"upgrade of the redis keys of app {app_id!r}: {left} invocations not moved")
 
